@@ -1,0 +1,51 @@
+"""Benchmarks behind ``restore bench NAME``.
+
+Each benchmark is a module here with ``add_arguments(parser)`` and ``run(args) -> dict``; the
+returned dict is printed as a table and, with ``--json PATH``, saved. Results that matter go to
+``docs/BENCHMARKS.md`` with the command line, machine and date (``machine_summary()``).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from datetime import date
+
+import torch
+
+# benchmark name -> module (imported only when that benchmark runs)
+BENCHMARKS: dict[str, str] = {
+    "io": "restore.bench.io",
+}
+
+
+def machine_summary() -> dict:
+    """CPU/GPU, core count, torch version and today's date, for the record in BENCHMARKS.md."""
+    import os
+
+    info = {
+        "date": date.today().isoformat(),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    return info
+
+
+def median_time(fn, *, repeats: int = 5, warmup: int = 1, sync_cuda: bool = False) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if sync_cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if sync_cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
