@@ -10,6 +10,73 @@ import sys
 from collections.abc import Callable, Sequence
 
 
+def _add_upscale_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "upscale",
+        help="upscale videos, images and folders",
+        description="Upscale videos (audio and subtitles kept), images and folders (recursive). "
+        "Bad files are reported and the batch goes on; interrupted runs continue with --resume.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="video or image files, or folders")
+    p.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
+    p.add_argument("--scale", type=int, choices=(2, 4), default=4)
+    p.add_argument("--model", default=None, help="model name from `restore models` (default: the best shipped model)")
+    p.add_argument("--weights", help="weights for the model: .safetensors, or a torch checkpoint (loaded weights-only)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
+    p.add_argument("--chunk", type=int, help="frames per model call (default: the model's temporal window)")
+    p.add_argument("--overlap", type=int, help="frames shared by consecutive chunks, cross-faded")
+    p.add_argument("--tile", type=int, help="LR tile side in pixels (default: automatic from --max-pixels; 0: never tile)")
+    p.add_argument("--tile-overlap", type=int, default=16, help="LR pixels shared by neighbouring tiles")
+    p.add_argument("--max-pixels", type=int, default=None, help="LR pixels per model call before tiling (frames x H x W)")
+    p.add_argument("--codec", default="libx264", choices=("libx264", "libx265", "ffv1", "png"), help="png: a folder of frames")
+    p.add_argument("--crf", type=int, help="constant rate factor (libx264/libx265; lower is better quality)")
+    p.add_argument("--preset", help="encoder preset, e.g. veryfast, medium, slow")
+    p.add_argument("--pix-fmt", help="output pixel format, e.g. yuv420p, yuv444p, yuv420p10le")
+    p.add_argument("--no-audio", action="store_true", help="drop audio and subtitle streams")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run; skip finished outputs")
+    p.add_argument("--segment-frames", type=int, default=240, help="frames per resumable segment (the most a crash can lose)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs and partial results")
+    p.add_argument("--report", metavar="PATH", help="write a JSON report of every input")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary")
+    p.set_defaults(func=_run_upscale)
+
+
+def _run_upscale(args: argparse.Namespace) -> int:
+    from restore.batch import run_batch
+    from restore.engine.runner import DEFAULT_MAX_PIXELS
+    from restore.errors import RestoreError
+    from restore.jobs import UpscaleOptions
+    from restore.registry import default_model
+
+    opts = UpscaleOptions(
+        scale=args.scale,
+        model=args.model or default_model("video-sr", args.scale),
+        weights=args.weights,
+        device=args.device,
+        precision=args.precision,
+        chunk=args.chunk,
+        overlap=args.overlap,
+        tile=args.tile,
+        tile_overlap=args.tile_overlap,
+        max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+        codec=args.codec,
+        crf=args.crf,
+        preset=args.preset,
+        pix_fmt=args.pix_fmt,
+        keep_audio=not args.no_audio,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        segment_frames=args.segment_frames,
+    )
+    try:
+        report = run_batch(args.inputs, args.output, opts, report_path=args.report, quiet=args.quiet)
+    except (RestoreError, ValueError) as exc:
+        print(f"restore: error: {exc}", file=sys.stderr)
+        return 1
+    return report.exit_code()
+
+
 def _add_models_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list available models")
     p.set_defaults(func=_run_models)
@@ -67,11 +134,109 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_dicom_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "dicom",
+        help="restore DICOM folders into derived series",
+        description="Restore every image series under the inputs (folders, files, .zip) into a derived DICOM "
+        "series per input series under OUTDIR/<series-id>/, with a report of every input file. Exit code 0: all "
+        "image series processed; 2: some image data skipped; 1: fatal error.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="folders (recursive), DICOM files or .zip archives")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the derived series")
+    p.add_argument("--task", required=True, choices=("ct-denoise", "mr-denoise", "sr-x2"))
+    p.add_argument("--model", help="model from `restore models` (default: the task's baseline until trained weights ship)")
+    p.add_argument("--weights", help="weights for --model (.safetensors or a torch checkpoint)")
+    p.add_argument("--regions", default="auto", choices=("auto", "sam", "slic", "hu"),
+                   help="region partition per slice, for region-attention (RAT) models only")
+    p.add_argument("--sam-checkpoint", help="segment-anything checkpoint for --regions sam/auto")
+    p.add_argument("--resume", action="store_true", help="keep series whose output is complete and verified")
+    p.add_argument("--report", metavar="PATH", help="write the JSON report of every input file here")
+    p.add_argument("--dry-run", action="store_true", help="discover and report only; load no model, write nothing")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--tile", type=int, default=512, help="sliding-window size in pixels")
+    p.add_argument("--batch-size", type=int, default=4, help="slices (and windows) per model call")
+    p.add_argument("--devices", type=int, default=1, help="processes per node; >1 runs Lightning DDP, series per rank")
+    p.add_argument("--num-nodes", type=int, default=1, help="nodes for DDP")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=_run_dicom)
+
+
+def _run_dicom(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from restore.dicom_job import DicomJobConfig, run_dicom_job
+    from restore.errors import RestoreError
+
+    config = DicomJobConfig(
+        inputs=[Path(p) for p in args.inputs], outdir=Path(args.output), task=args.task, model=args.model,
+        weights=args.weights, regions=args.regions, sam_checkpoint=args.sam_checkpoint, resume=args.resume,
+        report=Path(args.report) if args.report else None, dry_run=args.dry_run, device=args.device,
+        tile=args.tile, batch_size=args.batch_size, quiet=args.quiet, devices=args.devices, num_nodes=args.num_nodes,
+    )
+    try:
+        return run_dicom_job(config).exit_code
+    except (RestoreError, ValueError) as exc:
+        print(f"restore: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _add_calibrate_heads_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate-heads",
+        help="assign OASIS attention heads to global / intra-frame / window groups (ASR)",
+        description="Run an OASIS network with every head global on calibration clips, measure how much of each "
+        "head's attention stays in its 3D window and in its own frame (KL divergence), and write routing.json, "
+        "a per-head CSV and a PNG heat map beside it.",
+    )
+    p.add_argument("--config", required=True, help="OASIS model name (`restore models`) or config file (JSON/YAML)")
+    p.add_argument("--weights", help="network weights (.safetensors or torch checkpoint)")
+    p.add_argument("--clips", required=True, help="folder of videos, or 'synthetic'")
+    p.add_argument("--out", required=True, help="routing.json to write (.csv and .png go beside it)")
+    p.add_argument("--global-budget", type=int, metavar="K", help="exactly K global heads per layer (default: thresholds)")
+    p.add_argument("--kl-window", type=float, default=0.2, help="max KL (nats) for a window head (default: %(default)s)")
+    p.add_argument("--kl-intra", type=float, default=0.2, help="max KL (nats) for an intra-frame head (default: %(default)s)")
+    p.add_argument("--num-clips", type=int, default=4, help="clips to use (default: %(default)s)")
+    p.add_argument("--frames", type=int, default=9, help="frames per clip (default: %(default)s)")
+    p.add_argument("--size", default="64x64", help="LR crop WxH of each clip (default: %(default)s)")
+    p.add_argument("--queries", type=int, default=256, help="query tokens sampled per layer and clip (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
+    p.set_defaults(func=_run_calibrate_heads)
+
+
+def _run_calibrate_heads(args: argparse.Namespace) -> int:
+    from restore.calibrate import ClipOptions, calibrate_heads, load_clips, load_network
+    from restore.devices import resolve_device, resolve_precision
+    from restore.errors import RestoreError
+
+    try:
+        width, height = (int(x) for x in args.size.lower().split("x"))
+        device = resolve_device(args.device)
+        model = load_network(args.config, args.weights).to(device=device, dtype=resolve_precision(args.precision, device))
+        clips = load_clips(args.clips, ClipOptions(args.frames, height, width, args.num_clips, args.seed))
+        outputs = calibrate_heads(
+            model, clips, args.out, queries_per_clip=args.queries, global_budget=args.global_budget,
+            thresholds={"window": args.kl_window, "intra": args.kl_intra}, seed=args.seed,
+        )
+    except (RestoreError, ValueError) as exc:
+        print(f"restore: error: {exc}", file=sys.stderr)
+        return 1
+    totals = {g: sum(c[g] for c in outputs.counts) for g in ("global", "intra", "window")}
+    print(f"{outputs.routing}: {len(outputs.counts)} layers, heads " + ", ".join(f"{n} {g}" for g, n in totals.items()))
+    print(f"per-head statistics: {outputs.csv}; heat map: {outputs.heatmap}")
+    return 0
+
+
 # Registered subcommands, in help order. Add a new one by writing `_add_<name>_command` above and
 # appending it here.
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_upscale_command,
     _add_models_command,
     _add_bench_command,
+    _add_dicom_command,
+    _add_calibrate_heads_command,
 ]
 
 

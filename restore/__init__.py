@@ -12,6 +12,7 @@ from ._layout import check_sibling_packages
 
 check_sibling_packages()
 
+from .api import UpscaleOptions, prepare_model, upscale, upscale_image, upscale_video  # noqa: E402
 from .errors import InputError, ModelError, OutputError, RestoreError  # noqa: E402
 from .registry import list_models, load_model  # noqa: E402
 
@@ -23,6 +24,11 @@ __all__ = [
     "ModelError",
     "OutputError",
     "RestoreError",
+    "UpscaleOptions",
     "list_models",
     "load_model",
+    "prepare_model",
+    "upscale",
+    "upscale_image",
+    "upscale_video",
 ]

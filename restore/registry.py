@@ -37,6 +37,8 @@ from .errors import ModelError
 # architecture name -> "module:Class"; imported lazily so that listing models stays fast.
 ARCHITECTURES: dict[str, str] = {
     "bicubic": "models.bicubic:Bicubic",
+    "identity": "restore.dicom.baselines:Identity",
+    "nlm": "restore.dicom.baselines:NonLocalMeans",
     "oasis": "models.oasis:OASIS",
     "rat": "models.rat:RAT",
 }
@@ -65,7 +67,7 @@ class ModelEntry:
 
     @property
     def needs_weights(self) -> bool:
-        return self.architecture != "bicubic" and self.weights is None
+        return self.source != "built-in" and self.weights is None
 
 
 def weights_dir() -> Path:
@@ -142,11 +144,22 @@ def list_models() -> list[ModelEntry]:
     """Every known model: ``bicubic`` x2/x4, shipped weights, then untrained presets."""
     builtin = [
         ModelEntry("bicubic", "bicubic", "video-sr", 4, {"scale": 4}, "built-in"),
+        ModelEntry("identity", "identity", "image", 1, {}, "built-in"),
+        ModelEntry("nlm", "nlm", "image-denoise", 1, {}, "built-in"),
     ]
     shipped = _shipped_entries()
     shipped_names = {e.name for e in shipped}
     presets = [e for e in _preset_entries() if e.name not in shipped_names]
     return builtin + shipped + presets
+
+
+def default_model(task: str, scale: int) -> str:
+    """The default model for ``task`` at ``scale``: a shipped model whose card marks it
+    ``"default": true``, else the baseline (``bicubic`` for video SR)."""
+    for entry in _shipped_entries():
+        if entry.task == task and entry.scale == scale and entry.card.get("default"):
+            return entry.name
+    return DEFAULT_VIDEO_MODEL
 
 
 def get_entry(name: str) -> ModelEntry:

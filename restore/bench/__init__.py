@@ -16,6 +16,7 @@ import torch
 # benchmark name -> module (imported only when that benchmark runs)
 BENCHMARKS: dict[str, str] = {
     "io": "restore.bench.io",
+    "attention": "restore.bench.attention",
 }
 
 

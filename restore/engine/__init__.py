@@ -1,0 +1,12 @@
+"""Inference engine: run any registered model over clips of any length and frames of any size.
+
+* ``temporal``: overlapping temporal chunks, cross-faded, streamed (memory does not grow with length);
+* ``spatial``: overlapping spatial tiles with blended seams when a frame exceeds the memory budget;
+* ``runner``: converts integer frames to model input and back on the chosen device and precision.
+"""
+
+from .runner import FrameRunner
+from .spatial import TilePlan, run_tiled
+from .temporal import ChunkPlan, ChunkResult, stream_chunks
+
+__all__ = ["ChunkPlan", "ChunkResult", "FrameRunner", "TilePlan", "run_tiled", "stream_chunks"]

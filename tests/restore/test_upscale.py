@@ -1,0 +1,257 @@
+"""End-to-end tests of `restore upscale` (the CLI in a subprocess or in-process) on real encoded clips."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+import cli
+from restore.io.samples import make_sample_video
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def restore_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-c", "import sys, cli; sys.exit(cli.main())", *args]
+
+
+def decoded_frames(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def audio_packets(path: Path) -> list[bytes]:
+    with av.open(str(path)) as c:
+        if not c.streams.audio:
+            return []
+        return [bytes(p) for p in c.demux(audio=0) if p.size]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return make_sample_video(tmp_path_factory.mktemp("clips") / "clip.mp4", frames=20, width=48, height=32)
+
+
+def test_upscale_keeps_frames_fps_timestamps_and_audio(clip, tmp_path):
+    out = tmp_path / "out.mp4"
+    assert cli.main(["upscale", str(clip), "-o", str(out), "--scale", "4", "--quiet"]) == 0
+    with av.open(str(clip)) as a, av.open(str(out)) as b:
+        va, vb = a.streams.video[0], b.streams.video[0]
+        assert (vb.width, vb.height) == (4 * va.width, 4 * va.height)
+        pts_a = [f.time for f in a.decode(video=0)]
+        pts_b = [f.time for f in b.decode(video=0)]
+    assert len(pts_b) == len(pts_a) == 20
+    np.testing.assert_allclose(pts_b, pts_a, atol=1e-3)
+    assert audio_packets(out) == audio_packets(clip)
+    assert not list(tmp_path.glob(".*")), "no partial files left behind"
+
+
+def test_no_audio_drops_audio(clip, tmp_path):
+    out = tmp_path / "out.mkv"
+    assert cli.main(["upscale", str(clip), "-o", str(out), "--scale", "2", "--codec", "ffv1", "--no-audio", "-q"]) == 0
+    with av.open(str(out)) as c:
+        assert not c.streams.audio and c.streams.video[0].width == 96
+
+
+def test_png_codec_writes_a_frame_folder(clip, tmp_path):
+    out = tmp_path / "frames"
+    assert cli.main(["upscale", str(clip), "-o", str(out), "--scale", "2", "--codec", "png", "-q"]) == 0
+    assert len(list(out.glob("*.png"))) == 20
+
+
+def test_existing_output_needs_overwrite_and_resume_skips_it(clip, tmp_path):
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"keep me")
+    report = tmp_path / "r.json"
+    assert cli.main(["upscale", str(clip), "-o", str(out), "-q", "--report", str(report)]) == 1
+    assert out.read_bytes() == b"keep me"
+    assert "--overwrite" in json.loads(report.read_text())["inputs"][0]["error"]
+    assert cli.main(["upscale", str(clip), "-o", str(out), "-q", "--resume", "--report", str(report)]) == 0
+    assert json.loads(report.read_text())["inputs"][0]["status"] == "skipped"
+    assert cli.main(["upscale", str(clip), "-o", str(out), "-q", "--overwrite"]) == 0
+    assert len(decoded_frames(out)) == 20
+
+
+def test_folder_input_is_recursive_and_mirrors_layout(clip, tmp_path):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.mp4").write_bytes(clip.read_bytes())
+    (src / "sub" / "b.mp4").write_bytes(clip.read_bytes())
+    (src / "notes.txt").write_text("not media")
+    report = tmp_path / "r.json"
+    rc = cli.main(["upscale", str(src), "-o", str(tmp_path / "out"), "--scale", "2", "-q", "--report", str(report)])
+    assert rc == 0
+    assert (tmp_path / "out" / "a.mp4").is_file() and (tmp_path / "out" / "sub" / "b.mp4").is_file()
+    statuses = {Path(r["input"]).name: r["status"] for r in json.loads(report.read_text())["inputs"]}
+    assert statuses == {"a.mp4": "ok", "b.mp4": "ok", "notes.txt": "skipped"}
+
+
+@pytest.mark.parametrize("deep", [False, True])
+def test_images_keep_their_bit_depth(tmp_path, deep):
+    import cv2
+
+    rng = np.random.default_rng(0)
+    dtype, peak = (np.uint16, 65535) if deep else (np.uint8, 255)
+    img = (rng.random((17, 23, 3)) * peak).astype(dtype)
+    cv2.imwrite(str(tmp_path / "in.png"), img)
+    assert cli.main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--scale", "2", "-q"]) == 0
+    out = cv2.imread(str(tmp_path / "out.png"), cv2.IMREAD_UNCHANGED)
+    assert out.shape == (34, 46, 3) and out.dtype == dtype
+
+
+def _bad_inputs(folder: Path, clip: Path) -> dict[str, str]:
+    """Bad files -> a fragment the one-line error must contain."""
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "text.mp4").write_text("this is not a video\n" * 50)
+    data = clip.read_bytes()
+    (folder / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    with av.open(str(folder / "audio_only.m4a"), "w") as c:
+        s = c.add_stream("aac", rate=48000)
+        for i in range(10):
+            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            f.sample_rate, f.pts = 48000, i * 1024
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return {
+        "missing.mp4": "not found",
+        "empty.mp4": "empty",
+        "text.mp4": "not a video",
+        "truncated.mp4": "",
+        "audio_only.m4a": "no video stream",
+    }
+
+
+def test_bad_inputs_fail_one_line_each_and_the_batch_goes_on(clip, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    expected = _bad_inputs(bad, clip)
+    inputs = [str(bad / name) for name in expected] + [str(clip)]
+    report = tmp_path / "r.json"
+    proc = subprocess.run(
+        restore_cmd("upscale", *inputs, "-o", str(tmp_path / "out"), "--scale", "2", "-q", "--report", str(report)),
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert proc.returncode == 1
+    rows = {Path(r["input"]).name: r for r in json.loads(report.read_text())["inputs"]}
+    assert rows["clip.mp4"]["status"] == "ok"
+    for name, fragment in expected.items():
+        row = rows[name]
+        assert row["status"] == "failed", name
+        assert name in row["error"] and fragment in row["error"].lower(), row["error"]
+        assert "\n" not in row["error"]
+        assert any(name in line for line in proc.stderr.splitlines()), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip.mp4"]
+
+
+def test_unwritable_output_folder_is_reported(clip, tmp_path):
+    if os.geteuid() == 0:
+        target = Path("/proc/restore-cannot-write-here")  # root ignores permission bits; /proc refuses everyone
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        target = locked / "sub"
+    report = tmp_path / "r.json"
+    rc = cli.main(["upscale", str(clip), str(clip), "-o", str(target), "-q", "--report", str(report)])
+    assert rc == 1
+    rows = json.loads(report.read_text())["inputs"]
+    assert rows[0]["status"] == "failed" and str(target) in rows[0]["error"]
+
+
+def test_disk_full_mid_write_leaves_no_file_under_the_final_name(clip, tmp_path):
+    """A file-size limit makes writes fail with EFBIG part-way, as a full disk would (ENOSPC)."""
+    out = tmp_path / "out.mkv"
+    limit = 60_000  # bytes: the ffv1 output of this clip is several times larger
+    code = (
+        "import resource, signal, sys, cli;"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN);"
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}));"
+        "sys.exit(cli.main())"
+    )
+    report = tmp_path / "r.json"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "upscale", str(clip), "-o", str(out), "--codec", "ffv1", "-q", "--report", str(report)],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert not out.exists()
+    row = json.loads(report.read_text())["inputs"][0]
+    assert row["status"] == "failed" and "\n" not in row["error"]
+    assert row["error"].startswith(f"{out}: writing failed")
+    assert "Traceback" not in proc.stderr
+
+
+def _partial_folder(out: Path) -> Path:
+    return out.parent / f".{out.name}.restore-partial"
+
+
+def _start_and_kill(args: list[str], out: Path, sig: int) -> subprocess.Popen:
+    proc = subprocess.Popen(restore_cmd(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list(_partial_folder(out).glob("seg_*"))) >= 2:
+            proc.send_signal(sig)
+            break
+        time.sleep(0.01)
+    proc.wait(timeout=120)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory) -> Path:
+    return make_sample_video(tmp_path_factory.mktemp("long") / "long.mp4", frames=240, width=64, height=48)
+
+
+@pytest.mark.parametrize("codec,suffix", [("ffv1", ".mkv"), ("libx264", ".mp4")])
+def test_killed_run_resumes_to_identical_frames(long_clip, tmp_path, codec, suffix):
+    common = ["--scale", "2", "--codec", codec, "--segment-frames", "8", "--chunk", "4", "--overlap", "1", "-q"]
+    reference = tmp_path / f"reference{suffix}"
+    assert cli.main(["upscale", str(long_clip), "-o", str(reference), *common]) == 0
+
+    out = tmp_path / f"out{suffix}"
+    proc = _start_and_kill(["upscale", str(long_clip), "-o", str(out), *common], out, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not out.exists(), "no output under the final name before completion"
+    assert _partial_folder(out).is_dir()
+
+    assert cli.main(["upscale", str(long_clip), "-o", str(out), *common]) == 1, "refuses to discard partial work"
+    assert cli.main(["upscale", str(long_clip), "-o", str(out), *common, "--resume"]) == 0
+    assert not _partial_folder(out).exists()
+    a, b = decoded_frames(reference), decoded_frames(out)
+    assert len(a) == len(b) == 240
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert audio_packets(out) == audio_packets(long_clip)
+
+
+def test_ctrl_c_keeps_state_for_resume(long_clip, tmp_path):
+    out = tmp_path / "out.mkv"
+    report = tmp_path / "r.json"
+    args = ["upscale", str(long_clip), "-o", str(out), "--codec", "ffv1", "--segment-frames", "8", "--report", str(report), "-q"]
+    proc = _start_and_kill(args, out, signal.SIGINT)
+    assert proc.returncode == 130, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert json.loads(report.read_text())["inputs"][0]["status"] == "interrupted"
+    assert _partial_folder(out).is_dir() and not out.exists()
+    assert cli.main(args[:-1] + ["--resume", "-q"]) == 0
+    assert len(decoded_frames(out)) == 240
+
+
+def test_resume_with_other_settings_is_refused(long_clip, tmp_path):
+    out = tmp_path / "out.mkv"
+    args = ["upscale", str(long_clip), "-o", str(out), "--codec", "ffv1", "--segment-frames", "8", "-q"]
+    proc = _start_and_kill(args, out, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    report = tmp_path / "r.json"
+    assert cli.main(args + ["--resume", "--scale", "2", "--report", str(report)]) == 1
+    assert "other settings (scale)" in json.loads(report.read_text())["inputs"][0]["error"]
