@@ -1,0 +1,106 @@
+"""restore.io.image on real files written by OpenCV and Pillow."""
+
+from __future__ import annotations
+
+import logging
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageOps
+
+from restore.errors import InputError, OutputError
+from restore.io.image import is_image, is_video, read_image, write_image
+from tests.fixtures import make_frames
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+@pytest.mark.parametrize("deep", [False, True])
+def test_round_trip_is_exact(tmp_path, suffix, deep):
+    image = torch.from_numpy(make_frames(1, 17, 23, deep=deep)[0])  # odd size on purpose
+    write_image(tmp_path / f"a{suffix}", image)
+    back = read_image(tmp_path / f"a{suffix}")
+    assert back.dtype == image.dtype and torch.equal(back, image)
+    assert [p.name for p in tmp_path.iterdir()] == [f"a{suffix}"]  # no temporary file left
+
+
+def test_channels_are_rgb_on_disk(tmp_path):
+    red = torch.zeros(4, 5, 3, dtype=torch.uint8)
+    red[..., 0] = 255
+    write_image(tmp_path / "red.png", red)
+    assert cv2.imread(str(tmp_path / "red.png"))[0, 0].tolist() == [0, 0, 255]  # OpenCV's BGR
+
+
+def test_grey_image_keeps_one_channel(tmp_path):
+    grey = torch.arange(12 * 9, dtype=torch.uint8).reshape(12, 9, 1)
+    write_image(tmp_path / "g.png", grey)
+    back = read_image(tmp_path / "g.png")
+    assert back.shape == (12, 9, 1) and torch.equal(back, grey)
+
+
+def test_jpeg_is_read_as_rgb(tmp_path):
+    image = np.zeros((32, 40, 3), np.uint8)
+    image[:, :20, 0], image[:, 20:, 2], image[..., 1] = 220, 180, np.arange(40) * 5  # red | blue, green ramp
+    cv2.imwrite(str(tmp_path / "a.jpg"), image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 98])
+    back = read_image(tmp_path / "a.jpg").numpy()
+    assert back.shape == (32, 40, 3) and back.dtype == np.uint8
+    assert np.abs(back.astype(int) - image).mean() < 3
+
+
+def test_alpha_is_dropped_with_a_note(tmp_path, caplog):
+    bgra = np.zeros((6, 7, 4), np.uint8)
+    bgra[..., 2], bgra[..., 3] = 200, 10  # red, nearly transparent
+    cv2.imwrite(str(tmp_path / "a.png"), bgra)
+    with caplog.at_level(logging.INFO, logger="restore.io"):
+        back = read_image(tmp_path / "a.png")
+    assert back.shape == (6, 7, 3) and back[0, 0].tolist() == [200, 0, 0]
+    assert "alpha channel dropped" in caplog.text
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied(tmp_path, orientation):
+    stored = make_frames(1, 10, 16)[0]
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(stored).save(tmp_path / "a.png", exif=exif)  # PNG: lossless, so exact
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "a.png")))
+    assert np.array_equal(read_image(tmp_path / "a.png").numpy(), expected)
+
+
+def test_write_replaces_existing_file(tmp_path):
+    write_image(tmp_path / "a.png", torch.zeros(3, 3, 3, dtype=torch.uint8))
+    write_image(tmp_path / "a.png", torch.full((3, 3, 3), 7, dtype=torch.uint8))
+    assert read_image(tmp_path / "a.png").unique().tolist() == [7]
+
+
+def test_write_rejects_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="16-bit images need"):
+        write_image(tmp_path / "a.jpg", torch.zeros(3, 3, 3, dtype=torch.uint16))
+    with pytest.raises(ValueError, match="expected"):
+        write_image(tmp_path / "a.png", torch.zeros(3, 3, 3))
+    with pytest.raises(OutputError, match="no-such-folder"):
+        write_image(tmp_path / "no-such-folder" / "a.png", torch.zeros(3, 3, 3, dtype=torch.uint8))
+
+
+def test_missing_empty_corrupt_and_unsupported(tmp_path):
+    with pytest.raises(InputError, match="file not found"):
+        read_image(tmp_path / "nope.png")
+    (tmp_path / "empty.png").touch()
+    with pytest.raises(InputError, match="empty file"):
+        read_image(tmp_path / "empty.png")
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg" * 10)
+    with pytest.raises(InputError, match="corrupt"):
+        read_image(tmp_path / "bad.jpg")
+    cv2.imwrite(str(tmp_path / "float.tif"), np.random.default_rng(0).random((4, 4, 3), dtype=np.float32))
+    with pytest.raises(InputError, match="unsupported sample type float32") as error:
+        read_image(tmp_path / "float.tif")
+    assert str(error.value).startswith(str(tmp_path / "float.tif"))
+    (tmp_path / "a.gif").write_bytes(b"GIF89a")
+    with pytest.raises(InputError, match="unsupported image type"):
+        read_image(tmp_path / "a.gif")
+
+
+def test_kind_by_extension():
+    assert is_image("a/B.JPG") and is_image("x.tiff") and not is_image("x.mp4")
+    assert is_video("clip.MKV") and is_video("c.m4v") and not is_video("c.png") and not is_video("noext")
