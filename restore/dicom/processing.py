@@ -1,0 +1,213 @@
+"""Run a model on DICOM slices: units <-> model units, sliding windows, regions, batching.
+
+The job stays model-agnostic: a model is any callable ``(B, C, h, w) -> (B, C, s*h, s*w)`` in its
+normalised units. :class:`SliceProcessor` converts slices from physical units to those units and
+back, tiles each slice with MONAI's ``sliding_window_inference`` (Gaussian blending), and, for
+region-attention models (RAT), computes a partition per slice and passes it as ``regions``.
+
+Normalisation (``x = (v - lo) / (hi - lo)``), unless the model card has a ``"normalization"``
+entry ``{"lo": ..., "hi": ...}`` in the slice's units:
+
+* CT (HU): fixed window ``[-1024, 3072]`` HU (air to dense bone, the 12-bit CT range);
+* other grey-scale (stored units): per slice, its 0.5 and 99.5 percentiles;
+* RGB: ``[0, 255]``.
+
+Values outside ``[lo, hi]`` are passed through unclipped; the writer clips to what the original
+pixel representation can store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+TASK_SCALES: dict[str, int] = {"ct-denoise": 1, "mr-denoise": 1, "sr-x2": 2}
+# honest baselines, used until a shipped model card marks a trained model "default" for the task
+BASELINE_MODELS: dict[str, str] = {"ct-denoise": "nlm", "mr-denoise": "nlm", "sr-x2": "bicubic"}
+BASELINE_DESCRIPTIONS: dict[str, str] = {
+    "nlm": "classical baseline: non-local means, no training",
+    "bicubic": "classical baseline: bicubic interpolation, no training",
+    "identity": "baseline: identity (output equals input)",
+}
+REGION_METHODS = ("auto", "sam", "slic", "hu")
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """``units -> [0, 1]`` by ``(v - lo) / (hi - lo)``; ``lo``/``hi`` None: per-slice percentiles."""
+
+    lo: float | None = None
+    hi: float | None = None
+    percentiles: tuple[float, float] = (0.5, 99.5)
+
+    @classmethod
+    def default(cls, units: str, card: dict | None = None) -> "Normalisation":
+        spec = (card or {}).get("normalization")
+        if spec:
+            return cls(float(spec["lo"]), float(spec["hi"]))
+        return {"HU": cls(-1024.0, 3072.0), "RGB": cls(0.0, 255.0)}.get(units, cls())
+
+    def bounds(self, image: np.ndarray) -> tuple[float, float]:
+        if self.lo is not None and self.hi is not None:
+            return self.lo, self.hi
+        lo, hi = (float(v) for v in np.percentile(image, self.percentiles))
+        return lo, hi if hi > lo else lo + 1.0  # flat slice: any non-zero range round-trips
+
+
+@dataclass(frozen=True)
+class ProcessingConfig:
+    """``tile``: sliding-window size in input pixels; ``overlap``: window overlap fraction;
+    ``batch_size``: slices per model call (and windows per call); ``regions``: partition method for
+    region-attention models (ignored by others); ``sam_checkpoint``: for ``regions="sam"``."""
+
+    tile: int = 512
+    overlap: float = 0.25
+    batch_size: int = 4
+    regions: str = "auto"
+    sam_checkpoint: str | None = None
+
+
+class SliceProcessor:
+    """Apply ``model`` to slices in physical units.
+
+    ``model``: ``nn.Module`` in eval mode, ``forward(x)`` or ``forward(x, regions=...)`` on
+    ``(B, C, h, w)``; ``scale``: its output/input size ratio; ``uses_regions``: pass a partition.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        scale: int,
+        card: dict | None = None,
+        config: ProcessingConfig = ProcessingConfig(),
+        uses_regions: bool = False,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ):
+        self.model = model
+        self.scale = scale
+        self.card = card or {}
+        self.config = config
+        self.uses_regions = uses_regions
+        self.device = torch.device(device)
+        self.dtype = dtype
+
+    def __call__(self, frames: np.ndarray, units: str, modality: str = "") -> np.ndarray:
+        """``(N, H, W)`` or ``(N, H, W, 3)`` float32 in ``units`` -> ``(N, sH, sW[, 3])`` float32 in ``units``."""
+        norm = Normalisation.default(units, self.card)
+        out = []
+        for start in range(0, frames.shape[0], self.config.batch_size):
+            batch = frames[start : start + self.config.batch_size]
+            bounds = np.array([norm.bounds(img) for img in batch], dtype=np.float64)
+            lo = bounds[:, 0].reshape(-1, *([1] * (batch.ndim - 1)))
+            span = (bounds[:, 1] - bounds[:, 0]).reshape(lo.shape)
+            x = ((batch - lo) / span).astype(np.float32)
+            x = x[:, None] if x.ndim == 3 else np.moveaxis(x, -1, 1)  # -> (B, C, H, W)
+            regions = self._regions(batch, modality) if self.uses_regions else None
+            y = self._infer(torch.from_numpy(np.ascontiguousarray(x)), regions).numpy()
+            y = y[:, 0] if frames.ndim == 3 else np.moveaxis(y, 1, -1)
+            out.append((y.astype(np.float64) * span + lo).astype(np.float32))
+        return np.concatenate(out)
+
+    @torch.inference_mode()
+    def _infer(self, x: torch.Tensor, regions: torch.Tensor | None) -> torch.Tensor:
+        from monai.inferers import sliding_window_inference
+
+        channels = x.shape[1]
+        x = x.to(self.device, self.dtype)
+        if regions is not None:
+            # region labels travel as an extra channel so that each window gets its own crop of them
+            x = torch.cat([x, regions.to(self.device, self.dtype)[:, None]], dim=1)
+
+        def predict(window: torch.Tensor) -> torch.Tensor:
+            if regions is None:
+                return self.model(window)
+            return self.model(window[:, :channels], regions=window[:, channels].round().long())
+
+        # windows never exceed the slice: padding a small slice up to the tile would feed the model
+        # (and image statistics such as NLM's noise estimate) a frame of zeros
+        roi = (min(self.config.tile, x.shape[-2]), min(self.config.tile, x.shape[-1]))
+        y = sliding_window_inference(
+            x, roi_size=roi, sw_batch_size=self.config.batch_size, predictor=predict,
+            overlap=self.config.overlap, mode="gaussian",
+        )
+        return y.float().cpu()
+
+    def _regions(self, batch: np.ndarray, modality: str) -> torch.Tensor:
+        from models.rat.partitions import PartitionConfig, compute_partition
+
+        config = PartitionConfig(
+            method=self.config.regions,
+            modality={"CT": "ct", "MR": "mr"}.get(modality, "other"),
+            sam_checkpoint=self.config.sam_checkpoint,
+        )
+        return torch.stack([torch.from_numpy(compute_partition(img, config).astype(np.int64)) for img in batch])
+
+
+class _ImageAdapter(nn.Module):
+    """Runs a ``video-sr`` model (``(B, T, C, h, w)``) on images as one-frame clips."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        self.scale = net.scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x[:, None])[:, 0]
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The model a DICOM job runs: registry ``name``, whether it is a baseline, and a description."""
+
+    name: str
+    baseline: bool
+    description: str
+
+
+def choose_model(task: str, name: str | None) -> ModelChoice:
+    """The model for ``task``: ``name`` if given, else a shipped default, else the task's baseline."""
+    from restore.registry import DEFAULT_VIDEO_MODEL, default_model, get_entry
+
+    if task not in TASK_SCALES:
+        raise ValueError(f"unknown task {task!r} (known: {', '.join(TASK_SCALES)})")
+    if name is None:
+        shipped = default_model(task, TASK_SCALES[task])
+        name = BASELINE_MODELS[task] if shipped == DEFAULT_VIDEO_MODEL else shipped
+    entry = get_entry(name)
+    baseline = entry.source == "built-in"
+    description = BASELINE_DESCRIPTIONS.get(name, f"{entry.architecture} model ({entry.source})")
+    return ModelChoice(name, baseline, description)
+
+
+def build_processor(
+    task: str,
+    choice: ModelChoice,
+    *,
+    weights: str | None = None,
+    config: ProcessingConfig = ProcessingConfig(),
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> SliceProcessor:
+    """Load the chosen model for ``task`` (checking its scale) and wrap it in a :class:`SliceProcessor`."""
+    from restore.errors import ModelError
+    from restore.registry import get_entry, load_model, read_card
+
+    entry = get_entry(choice.name)
+    scale = TASK_SCALES[task]
+    model = load_model(choice.name, weights, scale=scale if "scale" in entry.config else None, device=device, dtype=dtype)
+    if int(getattr(model, "scale", 1)) != scale:
+        raise ModelError(weights, f"model {choice.name!r} is x{getattr(model, 'scale', 1)}, task {task} needs x{scale}")
+    if entry.task == "video-sr":
+        model = _ImageAdapter(model)
+    card = entry.card
+    if weights is not None and (side := Path(weights).with_suffix(".json")).is_file():
+        card = read_card(side)
+    return SliceProcessor(
+        model, scale=scale, card=card, config=config, uses_regions=entry.architecture == "rat", device=device, dtype=dtype
+    )
