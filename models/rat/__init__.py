@@ -1,0 +1,39 @@
+"""RAT: Region Attention Transformer for medical image restoration (MICCAI 2024), with
+multi-scale self-guided attention (Sinha & Dolz 2020) fusing the decoder scales.
+
+``RAT``/``RATConfig`` are the network (``models.rat.network``); ``RATModule`` is the Lightning
+module (imported lazily: Lightning is heavy and ``restore models`` only needs ``PRESETS``).
+"""
+
+from __future__ import annotations
+
+from .network import RAT, RATConfig
+
+# Presets for the registry. "rat-s-*" follow the published layout at half width.
+PRESETS: dict[str, dict] = {
+    "rat-t": {
+        "task": "ct-denoise",
+        "config": {"in_channels": 1, "width": 8, "enc_depths": [1, 1], "dec_depths": [1, 1], "bottleneck_layers": 1,
+                   "heads": 2, "msga_channels": 8, "scale": 1},
+    },
+    "rat-s-ct": {
+        "task": "ct-denoise",
+        "config": {"in_channels": 1, "width": 32, "enc_depths": [2, 2], "dec_depths": [2, 2], "bottleneck_layers": 4,
+                   "heads": 8, "msga_channels": 32, "scale": 1},
+    },
+    "rat-s-mr": {
+        "task": "mr-denoise",
+        "config": {"in_channels": 1, "width": 32, "enc_depths": [2, 2], "dec_depths": [2, 2], "bottleneck_layers": 4,
+                   "heads": 8, "msga_channels": 32, "scale": 1},
+    },
+}
+
+__all__ = ["RAT", "RATConfig", "RATModule", "PRESETS"]
+
+
+def __getattr__(name: str):
+    if name == "RATModule":
+        from .module import RATModule
+
+        return RATModule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,163 @@
+"""Tests of datasets/medical_data.py: data modules on real pydicom files and image files, and a
+``fast_dev_run`` of every RAT config through LightningCLI."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+import pytest
+import torch
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+from datasets.medical_data import DicomDataModule, ImageFolderDataModule, PairedDicomDataModule
+from restore.errors import InputError
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def write_series(folder: Path, template: str, n: int, study_uid: str, noise: float = 0.0, seed: int = 0,
+                 size: int = 64) -> None:
+    """``n`` slices of a pydicom test file (central ``size`` crop, shifted copies, optional noise)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = pydicom.dcmread(get_testdata_file(template))
+    rng = np.random.default_rng(seed)
+    series_uid = generate_uid()
+    for i in range(n):
+        ds = copy.deepcopy(base)
+        top = (base.Rows - size) // 2
+        crop = base.pixel_array[top : top + size, top : top + size].astype(np.float64)
+        pixels = np.roll(crop, 3 * i, axis=1)
+        pixels = pixels + rng.normal(0, noise, pixels.shape) if noise else pixels
+        ds.set_pixel_data(np.clip(pixels, 0, 4000).round().astype(np.int16), "MONOCHROME2", 16)
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.SeriesInstanceUID = series_uid
+        ds.StudyInstanceUID = study_uid
+        ds.InstanceNumber = n - i  # disagrees with position on purpose: pairing must use positions
+        ds.ImagePositionPatient = [0.0, 0.0, 5.0 * i]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.save_as(folder / f"{i:03d}.dcm")
+
+
+@pytest.fixture
+def ct_folder(tmp_path: Path) -> Path:
+    write_series(tmp_path / "ct", "CT_small.dcm", 3, generate_uid())
+    return tmp_path / "ct"
+
+
+@pytest.fixture
+def paired_folders(tmp_path: Path) -> tuple[Path, Path]:
+    study = generate_uid()
+    write_series(tmp_path / "full", "CT_small.dcm", 3, study)
+    write_series(tmp_path / "low", "CT_small.dcm", 3, study, noise=40.0)
+    return tmp_path / "full", tmp_path / "low"
+
+
+@pytest.fixture
+def mr_folder(tmp_path: Path) -> Path:
+    write_series(tmp_path / "mr", "MR_small.dcm", 3, generate_uid())
+    return tmp_path / "mr"
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        tile = cv2.GaussianBlur(rng.integers(0, 256, (66, 64, 3), dtype=np.uint8), (5, 5), 2)
+        cv2.imwrite(str(folder / f"tile{i}.png"), tile)
+    return folder
+
+
+def test_paired_dicom_pairs_by_position_and_windows_hu(paired_folders):
+    full, low = paired_folders
+    dm = PairedDicomDataModule(str(full), str(low), patch_size=32, batch_size=2, val_fraction=0.34)
+    dm.setup("fit")
+    assert len(dm.train_set) == 2 and len(dm.val_set) == 1
+    sample = dm.val_set[0]
+    x, y = sample["input"], sample["target"]
+    assert x.shape == y.shape == (1, 64, 64)
+    assert 0 <= float(x.min()) and float(x.max()) <= 1
+    # same slice position -> same anatomy: the pair differs only by the added noise (40 HU std)
+    diff_hu = (x - y) * 4095
+    assert 20 < float(diff_hu.std()) < 60
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["input"].shape == (2, 1, 32, 32) and batch["regions"].shape == (2, 32, 32)
+    assert batch["regions"].dtype == torch.int64
+
+
+def test_dicom_simulated_low_dose_is_fixed_per_slice_and_cached(ct_folder, tmp_path):
+    dm = DicomDataModule(str(ct_folder), degradation={"kind": "low_dose_ct", "dose_fraction": 0.1}, patch_size=32,
+                         cache_dir=str(tmp_path / "cache"))
+    dm.setup("fit")
+    a, b = dm.val_set[0], dm.val_set[0]
+    assert torch.equal(a["input"], b["input"]) and torch.equal(a["regions"], b["regions"])
+    assert not torch.equal(a["input"], a["target"])
+    assert list((tmp_path / "cache" / "slices").glob("*.npz"))
+    assert list((tmp_path / "cache" / "partitions").glob("*.npy"))
+    # the 'auto' partition of CT is HU bands: every pixel labelled, labels contiguous
+    regions = a["regions"]
+    assert regions.min() == 0 and len(regions.unique()) == int(regions.max()) + 1
+
+
+def test_mr_kspace_sr_sizes(mr_folder):
+    dm = DicomDataModule(str(mr_folder), degradation={"kind": "kspace", "scale": 2}, patch_size=16)
+    dm.setup("fit")
+    s = dm.train_set[0]
+    assert s["input"].shape == (1, 16, 16) and s["target"].shape == (1, 32, 32) and s["regions"].shape == (16, 16)
+    v = dm.val_set[0]
+    assert v["input"].shape == (1, 32, 32) and v["target"].shape == (1, 64, 64)
+    assert float(v["input"].max()) <= 1.0
+
+
+def test_image_folder_bicubic_x4(image_folder):
+    dm = ImageFolderDataModule(str(image_folder), patch_size=8)
+    dm.setup("fit")
+    s = dm.train_set[0]
+    assert s["input"].shape == (3, 8, 8) and s["target"].shape == (3, 32, 32)
+    assert dm.val_set[0]["target"].shape == (3, 64, 64)  # cropped to a multiple of the scale
+
+
+def test_bad_folders_name_the_path(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "junk.dcm").write_bytes(b"not dicom")
+    with pytest.raises(InputError, match="empty"):
+        DicomDataModule(str(tmp_path / "empty")).setup("fit")
+    with pytest.raises(InputError, match="no images"):
+        ImageFolderDataModule(str(tmp_path / "empty")).setup("fit")
+
+
+def _fast_dev_run(config: str, data_args: list[str], tmp_path: Path, monkeypatch) -> None:
+    from pytorch_lightning.cli import LightningCLI
+
+    args = ["fit", "--config", str(CONFIGS / config), "--trainer.fast_dev_run=1", "--trainer.accelerator=cpu",
+            "--trainer.logger=false", "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}",
+            "--data.init_args.batch_size=1", "--data.init_args.num_workers=0",
+            f"--data.init_args.cache_dir={tmp_path / 'cache'}", *data_args]
+    # LightningCLI warns when sys.argv (pytest's) and args are both present
+    monkeypatch.setattr(sys, "argv", ["restore"])
+    cli = LightningCLI(args=args, save_config_kwargs={"overwrite": True})
+    assert cli.trainer.state.finished
+    assert torch.isfinite(torch.tensor(cli.trainer.callback_metrics["val/psnr"].item()))
+
+
+@pytest.mark.parametrize(
+    "config", ["rat_ct_denoise.yaml", "rat_mr_denoise.yaml", "rat_pathology_sr_x4.yaml", "rat_t.yaml"]
+)
+def test_config_fast_dev_run(config, tmp_path, monkeypatch, paired_folders, mr_folder, image_folder, ct_folder):
+    data = {
+        "rat_ct_denoise.yaml": [f"--data.init_args.full_dose_dir={paired_folders[0]}",
+                                f"--data.init_args.low_dose_dir={paired_folders[1]}", "--data.init_args.patch_size=32"],
+        "rat_mr_denoise.yaml": [f"--data.init_args.dicom_dir={mr_folder}", "--data.init_args.patch_size=32"],
+        "rat_pathology_sr_x4.yaml": [f"--data.init_args.image_dir={image_folder}", "--data.init_args.patch_size=16"],
+        # nested keys reach the partition config (as --data.init_args.partition.sam_checkpoint would)
+        "rat_t.yaml": [f"--data.init_args.dicom_dir={ct_folder}", "--data.init_args.partition.grid_size=8"],
+    }[config]
+    _fast_dev_run(config, data, tmp_path, monkeypatch)

@@ -1,0 +1,55 @@
+"""Focal region loss and total loss (models/rat/losses.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.rat.losses import RATLossWeights, focal_region_loss, rat_loss
+
+
+def _batch():
+    g = torch.Generator().manual_seed(0)
+    pred = torch.rand(2, 3, 8, 8, generator=g, requires_grad=True)
+    target = torch.rand(2, 3, 8, 8, generator=g)
+    regions = torch.zeros(2, 8, 8, dtype=torch.long)
+    regions[:, :, 4:] = 1
+    return pred, target, regions
+
+
+def test_beta_zero_is_l1():
+    pred, target, regions = _batch()
+    assert focal_region_loss(pred, target, regions, beta=0.0).item() == pytest.approx(F.l1_loss(pred, target).item())
+
+
+def test_worst_region_weighs_more():
+    pred = torch.zeros(1, 1, 4, 4)
+    target = torch.zeros(1, 1, 4, 4)
+    target[..., :2] = 1.0  # region 0 entirely wrong by 1, region 1 wrong by 0.1
+    target[..., 2:] = 0.1
+    regions = torch.zeros(1, 4, 4, dtype=torch.long)
+    regions[..., 2:] = 1
+    beta = 0.5
+    # w = 1 for region 0 and 0.1 for region 1 (region means normalised by the max)
+    expected = (8 * 1.0 * (1 + beta * 1.0) + 8 * 0.1 * (1 + beta * 0.1)) / 16
+    assert focal_region_loss(pred, target, regions, beta).item() == pytest.approx(expected)
+
+
+def test_weights_are_detached_and_sr_regions_resized():
+    pred, target, regions = _batch()
+    small = regions[:, ::2, ::2]  # partition of an input at half the size (SR)
+    focal_region_loss(pred, target, small, beta=1.0).backward()
+    l1 = pred.grad.clone()
+    pred.grad = None
+    # with a detached w the gradient is sign(e) * (1 + beta * w) / N: bounded by 2 / N
+    assert l1.abs().max() <= 2 / pred.numel() + 1e-9
+    assert l1.abs().min() >= 1 / pred.numel() - 1e-9
+
+
+def test_total_loss_uses_weights():
+    pred, target, regions = _batch()
+    aux = {"guidance": torch.tensor(2.0), "reconstruction": torch.tensor(3.0)}
+    parts = rat_loss(pred, target, regions, aux, RATLossWeights(beta=0.0, guidance=0.25, reconstruction=0.1))
+    assert parts["loss"].item() == pytest.approx(F.l1_loss(pred, target).item() + 0.5 + 0.3)
+    assert set(parts) == {"loss", "focal", "guidance", "reconstruction"}
