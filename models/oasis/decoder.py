@@ -1,0 +1,138 @@
+"""Latent layout of OASIS and its light decoder (the decoder for configs without a VAE).
+
+Layout helpers map clips ``(B, T, C, H, W)`` to the transformer's latent grid and back:
+``space_to_depth`` (pixel-unshuffle per frame) and ``pack_frames`` (``p`` frames per latent
+frame, the first frame alone, like the Wan VAE's causal temporal compression).
+
+``LightDecoder`` defines a latent that needs no learned encoder: the HR residual over bicubic,
+pixel-unshuffled to the LR grid, scaled to about unit variance. Decoding refines that residual
+with a few convolutions at LR resolution, conditioned on the LR frames, adds bicubic (computed
+as a polyphase filter on the LR grid) and pixel-shuffles to HR as the very last step. A zero
+latent decodes to bicubic exactly, and so does an untrained decoder.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def space_to_depth(clip: torch.Tensor, factor: int) -> torch.Tensor:
+    """Pixel-unshuffle every frame: ``(B, T, C, H, W) -> (B, T, C*f*f, H/f, W/f)``."""
+    b, t = clip.shape[:2]
+    return F.pixel_unshuffle(clip.flatten(0, 1), factor).unflatten(0, (b, t))
+
+
+def depth_to_space(clip: torch.Tensor, factor: int) -> torch.Tensor:
+    """Inverse of ``space_to_depth``: ``(B, T, C*f*f, H, W) -> (B, T, C, H*f, W*f)``."""
+    b, t = clip.shape[:2]
+    return F.pixel_shuffle(clip.flatten(0, 1), factor).unflatten(0, (b, t))
+
+
+def pack_frames(clip: torch.Tensor, p: int) -> torch.Tensor:
+    """Stack ``p`` frames per latent frame: ``(B, T, C, H, W) -> (B, p*C, T_z, H, W)``.
+
+    ``p = 1``: ``T_z = T``. ``p > 1`` needs ``T = 1 + p*k`` and gives ``T_z = 1 + k``: the first
+    frame forms a latent frame alone (repeated p times), as the Wan VAE's first latent frame.
+    """
+    b, t, c, h, w = clip.shape
+    if p > 1:
+        if (t - 1) % p:
+            raise ValueError(f"temporal packing {p} needs 1 + {p}*k frames, got {t}")
+        clip = torch.cat([clip[:, :1].expand(b, p - 1, c, h, w), clip], dim=1)
+    return clip.reshape(b, -1, p * c, h, w).transpose(1, 2)
+
+
+def unpack_frames(latent: torch.Tensor, p: int) -> torch.Tensor:
+    """Inverse of ``pack_frames``: ``(B, p*C, T_z, H, W) -> (B, 1 + p*(T_z-1) or T_z, C, H, W)``."""
+    b, pc, tz, h, w = latent.shape
+    clip = latent.transpose(1, 2).reshape(b, tz * p, pc // p, h, w)
+    return clip[:, p - 1 :] if p > 1 else clip
+
+
+def bicubic_kernel(scale: int, a: float = -0.75) -> torch.Tensor:
+    """Bicubic x``scale`` upsampling as a polyphase filter: ``(scale*scale, 1, 5, 5)``.
+
+    Output phase ``(i, j)`` (channel ``i*scale + j``) of LR pixel ``(y, x)`` is HR pixel
+    ``(y*scale + i, x*scale + j)``. Convolving the replicate-padded (by 2) LR frame with it and
+    pixel-shuffling equals ``F.interpolate(mode="bicubic", align_corners=False)`` (cubic
+    coefficient ``a = -0.75`` as PyTorch), at a fraction of the cost: nothing runs at HR size.
+    """
+
+    def cubic(d: torch.Tensor) -> torch.Tensor:
+        d = d.abs()
+        near = ((a + 2) * d - (a + 3)) * d * d + 1
+        far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+        return torch.where(d <= 1, near, torch.where(d < 2, far, torch.zeros_like(d)))
+
+    offsets = torch.arange(-2, 3, dtype=torch.float64)  # taps relative to the LR pixel
+    src = (torch.arange(scale, dtype=torch.float64) + 0.5) / scale - 0.5  # source position of each phase
+    w = cubic(offsets[None, :] - src[:, None])  # (scale, 5); zero beyond distance 2
+    return (w[:, None, :, None] * w[None, :, None, :]).reshape(scale * scale, 1, 5, 5).float()
+
+
+class ResidualBlock(nn.Module):
+    """``x + conv(relu(conv(x)))`` with 3x3 convolutions; the second starts at zero (identity block)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(x), inplace=True))
+
+
+class LightDecoder(nn.Module):
+    """Latent <-> HR clip without a VAE; trained jointly with the transformer.
+
+    Latent: ``(B, 3*p*(s*u)^2, T_z, h/u, w/u)`` = the packed, space-to-depth HR residual over
+    bicubic divided by ``latent_std`` (``s`` scale, ``u`` LR unshuffle, ``p`` temporal packing).
+
+    * ``encode(hr, lr)``: HR ``(B, T, 3, s*h, s*w)`` and LR ``(B, T, 3, h, w)`` -> latent (the
+      flow-matching target; no parameters involved);
+    * ``decode(latent, lr)``: latent + LR -> HR ``(B, T, 3, s*h, s*w)``, unclamped.
+
+    All convolutions run at LR resolution (``channels`` wide, ``blocks`` residual blocks) on the
+    HR clip in space-to-depth form ``(3*s*s, h, w)``; the pixel shuffle to HR is the last step.
+    """
+
+    def __init__(
+        self, scale: int, unshuffle: int, temporal_packing: int, channels: int, blocks: int, latent_std: float
+    ):
+        super().__init__()
+        self.scale, self.unshuffle, self.temporal_packing = scale, unshuffle, temporal_packing
+        self.latent_std = latent_std
+        s2 = 3 * scale * scale
+        self.register_buffer("bicubic", bicubic_kernel(scale).repeat(3, 1, 1, 1), persistent=False)
+        self.conv_in = nn.Conv2d(3 + s2, channels, 3, padding=1)
+        self.body = nn.Sequential(*(ResidualBlock(channels) for _ in range(blocks)))
+        self.conv_out = nn.Conv2d(channels, s2, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    @property
+    def latent_channels(self) -> int:
+        return 3 * self.temporal_packing * (self.scale * self.unshuffle) ** 2
+
+    def upsample(self, lr: torch.Tensor) -> torch.Tensor:
+        """Bicubic in space-to-depth form: ``(N, 3, h, w) -> (N, 3*s*s, h, w)`` (pixel-shuffle it for HR)."""
+        return F.conv2d(F.pad(lr, (2, 2, 2, 2), mode="replicate"), self.bicubic.to(lr.dtype), groups=3)
+
+    def encode(self, hr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+        b, t = lr.shape[:2]
+        # residual on the LR grid in space-to-depth form (B, T, 3*s*s, h, w), then unshuffled by u
+        residual = space_to_depth(hr, self.scale) - self.upsample(lr.flatten(0, 1)).unflatten(0, (b, t))
+        return pack_frames(space_to_depth(residual, self.unshuffle), self.temporal_packing) / self.latent_std
+
+    def decode(self, latent: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+        b, t = lr.shape[:2]
+        lr = lr.flatten(0, 1).to(latent.dtype)
+        residual = depth_to_space(unpack_frames(latent * self.latent_std, self.temporal_packing), self.unshuffle)
+        residual = residual.flatten(0, 1)  # (B*T, 3*s*s, h, w)
+        correction = self.conv_out(self.body(self.conv_in(torch.cat([lr, residual], dim=1))))
+        out = self.upsample(lr) + residual + correction
+        return F.pixel_shuffle(out, self.scale).unflatten(0, (b, t))

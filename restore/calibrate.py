@@ -1,0 +1,194 @@
+"""``restore calibrate-heads``: assign OASIS attention heads to global / intra / window groups.
+
+Loads the network and calibration clips, runs :func:`models.oasis.calibration.calibrate` and writes
+three files: ``routing.json`` (what ``OASISConfig.routing`` reads), a per-head CSV beside it
+(``<stem>.csv``) and a heat map (``<stem>.png``: layers x heads, coloured by group, each cell annotated
+with the head's KL divergence to its window and to its own frame).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .atomic import atomic_path
+from .errors import InputError, ModelError
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".y4m")
+GROUP_COLOURS = {"global": "#d62728", "intra": "#ff7f0e", "window": "#2ca02c"}
+
+
+@dataclass
+class ClipOptions:
+    """Calibration clips: ``frames`` frames, centre-cropped (video files) or drawn (synthetic) at
+    ``height`` x ``width`` LR pixels; at most ``count`` clips."""
+
+    frames: int = 9
+    height: int = 64
+    width: int = 64
+    count: int = 4
+    seed: int = 0
+
+
+def _to_clip(frames: list[torch.Tensor], opts: ClipOptions) -> torch.Tensor:
+    """(H, W, 3) uint8/uint16 frames -> (1, T, 3, h, w) float in [0, 1], centre crop."""
+    clip = torch.stack(frames).permute(0, 3, 1, 2)
+    scale = 65535.0 if clip.dtype == torch.uint16 else 255.0
+    h, w = clip.shape[-2:]
+    top, left = max(0, (h - opts.height) // 2), max(0, (w - opts.width) // 2)
+    clip = clip[..., top : top + opts.height, left : left + opts.width]
+    return (clip.float() / scale)[None]
+
+
+def synthetic_clips(opts: ClipOptions) -> Iterator[torch.Tensor]:
+    """``count`` moving test-pattern clips (1, T, 3, H, W) in [0, 1] (``restore.io.samples``)."""
+    from .io.samples import sample_frame
+
+    for i in range(opts.count):
+        frames = [
+            torch.from_numpy(sample_frame(t, opts.width, opts.height, seed=opts.seed + i)) for t in range(opts.frames)
+        ]
+        yield _to_clip(frames, opts)
+
+
+def folder_clips(folder: Path, opts: ClipOptions) -> Iterator[torch.Tensor]:
+    """The first ``frames`` frames of up to ``count`` videos in ``folder`` (sorted by name)."""
+    from .io.video import VideoReader
+
+    videos = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+    if not videos:
+        raise InputError(folder, f"no video files ({', '.join(VIDEO_SUFFIXES)}) to calibrate on")
+    for path in videos[: opts.count]:
+        frames = []
+        with VideoReader(path, expect_frames=False) as reader:
+            for frame, _ in reader:
+                frames.append(frame)
+                if len(frames) == opts.frames:
+                    break
+        if len(frames) < opts.frames:
+            raise InputError(path, f"has {len(frames)} frames, calibration clips need {opts.frames}")
+        if min(frames[0].shape[:2]) < min(opts.height, opts.width):
+            raise InputError(path, f"frames of {frames[0].shape[1]}x{frames[0].shape[0]} are smaller than the "
+                                   f"{opts.width}x{opts.height} calibration crop")
+        yield _to_clip(frames, opts)
+
+
+def load_clips(source: str, opts: ClipOptions) -> Iterator[torch.Tensor]:
+    """``source`` is ``"synthetic"`` or a folder of videos."""
+    if source == "synthetic":
+        return synthetic_clips(opts)
+    if not Path(source).is_dir():
+        raise InputError(source, "not a folder of videos (pass a folder, or 'synthetic')")
+    return folder_clips(Path(source), opts)
+
+
+def load_network(config: str, weights: str | None) -> nn.Module:
+    """An OASIS network from a model name (``restore models``) or an architecture config file.
+
+    A config file is JSON or YAML holding the ``OASISConfig`` fields, or a model card whose
+    ``config`` holds them. Random weights unless ``weights`` is given.
+    """
+    from .registry import build_model, list_models, load_model, load_state_dict
+
+    if config in {e.name for e in list_models()}:
+        return load_model(config, weights)
+    import yaml
+
+    path = Path(config)
+    try:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise ModelError(path, f"not a model name or a readable config file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict):
+        raise ModelError(path, "config file must hold a mapping of OASISConfig fields")
+    model = build_model("oasis", dict(data.get("config", data)))
+    if weights is not None:
+        try:
+            model.load_state_dict(load_state_dict(weights), strict=True)
+        except RuntimeError as exc:
+            raise ModelError(weights, f"weights do not fit {path.name}: {str(exc).splitlines()[0]}") from None
+    return model.eval()
+
+
+def write_csv(table, path: Path) -> None:
+    """One row per head: layer, head, group and the calibration statistics."""
+    from models.oasis.calibration import STAT_KEYS
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["layer", "head", "group", *STAT_KEYS])
+        for i, heads in enumerate(table.layers):
+            for h, group in enumerate(heads):
+                stats = table.stats[i][h] if table.stats else {}
+                writer.writerow([i, h, group, *(f"{stats[k]:.6g}" if k in stats else "" for k in STAT_KEYS)])
+
+
+def write_heatmap(table, path: Path) -> None:
+    """Layers x heads grid coloured by group, each cell annotated with ``kl_window`` / ``kl_intra``."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    from models.oasis.attention import HEAD_GROUPS
+
+    n_layers, n_heads = len(table.layers), max(len(h) for h in table.layers)
+    codes = [[HEAD_GROUPS.index(g) for g in heads] for heads in table.layers]
+    fig, ax = plt.subplots(figsize=(2.5 + 0.6 * n_heads, 1.2 + 0.5 * n_layers))
+    ax.imshow(codes, cmap=ListedColormap([GROUP_COLOURS[g] for g in HEAD_GROUPS]), vmin=0, vmax=2, aspect="auto")
+    if table.stats:
+        for i, heads in enumerate(table.layers):
+            for h in range(len(heads)):
+                stats = table.stats[i][h]
+                label = f"{stats['kl_window']:.2f}\n{stats['kl_intra']:.2f}"
+                ax.text(h, i, label, ha="center", va="center", fontsize=7)
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_xticks(range(n_heads))
+    ax.set_yticks(range(n_layers))
+    ax.set_title("ASR head groups\ncell: KL to window / KL to own frame (nats)", fontsize=9)
+    ax.legend(handles=[Patch(color=GROUP_COLOURS[g], label=g) for g in HEAD_GROUPS],
+              loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+@dataclass
+class CalibrationOutputs:
+    routing: Path
+    csv: Path
+    heatmap: Path
+    counts: list[dict[str, int]] = field(default_factory=list)
+
+
+def calibrate_heads(model: nn.Module, clips, out: str | Path, **calibrate_kwargs) -> CalibrationOutputs:
+    """Calibrate ``model`` on ``clips`` and write ``out`` (routing.json), ``.csv`` and ``.png``.
+
+    ``clips`` are moved to the model's device and dtype; ``calibrate_kwargs`` go to
+    :func:`models.oasis.calibration.calibrate` (``queries_per_clip``, ``thresholds``,
+    ``global_budget``, ``seed``, ``window``).
+    """
+    from models.oasis.calibration import calibrate
+
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise InputError(out.parent, "output folder does not exist")
+    param = next(model.parameters(), None)
+    device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
+    table = calibrate(model, (c.to(device=device, dtype=dtype) for c in clips), **calibrate_kwargs)
+    csv_path, png_path = out.with_suffix(".csv"), out.with_suffix(".png")
+    table.save(out)
+    write_csv(table, csv_path)
+    write_heatmap(table, png_path)
+    return CalibrationOutputs(out, csv_path, png_path, table.counts())
