@@ -37,8 +37,8 @@ from .errors import ModelError
 # architecture name -> "module:Class"; imported lazily so that listing models stays fast.
 ARCHITECTURES: dict[str, str] = {
     "bicubic": "models.bicubic:Bicubic",
-    "identity": "restore.dicom.baselines:Identity",
-    "nlm": "restore.dicom.baselines:NonLocalMeans",
+    "identity": "models.classical:Identity",
+    "nlm": "models.classical:NonLocalMeans",
     "oasis": "models.oasis:OASIS",
     "rat": "models.rat:RAT",
 }
