@@ -41,10 +41,11 @@ ARCHITECTURES: dict[str, str] = {
     "nlm": "models.classical:NonLocalMeans",
     "oasis": "models.oasis:OASIS",
     "rat": "models.rat:RAT",
+    "srvgg": "models.srvgg:SRVGG",
 }
 
 # model families that publish named presets as ``PRESETS: dict[str, dict]`` (name -> entry fields)
-PRESET_FAMILIES: dict[str, str] = {"oasis": "models.oasis", "rat": "models.rat"}
+PRESET_FAMILIES: dict[str, str] = {"oasis": "models.oasis", "rat": "models.rat", "srvgg": "models.srvgg"}
 
 DEFAULT_VIDEO_MODEL = "bicubic"
 
@@ -182,8 +183,8 @@ def load_state_dict(path: str | Path, expected_sha256: str | None = None) -> dic
     """Load tensors from ``.safetensors`` or a torch checkpoint, never unpickling arbitrary objects.
 
     Torch files go through ``torch.load(weights_only=True)``; a Lightning checkpoint's
-    ``state_dict`` is unwrapped and its ``net.`` prefix (the network attribute of our
-    LightningModules) stripped. ``expected_sha256`` is checked first when given.
+    ``state_dict`` (or a BasicSR release's ``params_ema``/``params``) is unwrapped and the ``net.``
+    prefix (the network attribute of our LightningModules) stripped. ``expected_sha256`` is checked first when given.
     """
     path = Path(path)
     if not path.is_file():
@@ -199,8 +200,10 @@ def load_state_dict(path: str | Path, expected_sha256: str | None = None) -> dic
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any parse failure is a bad weight file
         raise ModelError(path, f"cannot read weights ({type(exc).__name__}: {exc})".splitlines()[0]) from None
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
+    for wrapper in ("state_dict", "params_ema", "params"):  # Lightning; BasicSR / Real-ESRGAN releases
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+            break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(path, "not a state dict of tensors")
     if any(k.startswith("net.") for k in state):

@@ -16,7 +16,11 @@ import torch
 # benchmark name -> module (imported only when that benchmark runs)
 BENCHMARKS: dict[str, str] = {
     "io": "restore.bench.io",
+    "speed": "restore.bench.speed",
+    "degradations": "datasets.benchmark",  # in datasets/: restore/ may not import datasets
+    "dicom": "restore.bench.dicom",
     "attention": "restore.bench.attention",
+    "regions": "restore.bench.regions",
 }
 
 
