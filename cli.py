@@ -229,6 +229,43 @@ def _run_calibrate_heads(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train_command(sub: argparse._SubParsersAction) -> None:
+    # everything after `train` goes to LightningCLI (its own --help, --config, --section.key=value)
+    p = sub.add_parser(
+        "train", add_help=False, prefix_chars="\0",
+        help="train with a recipe: train fit|validate|test|predict --config configs/X.yaml; train export --ckpt ... --out ...",
+    )
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from restore.errors import RestoreError
+    from training import main as train_main
+
+    try:
+        return train_main(args.args)
+    except RestoreError as exc:
+        print(f"restore: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _add_ui_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ui", help="start the web demo (same as `python app.py`)",
+                       description="Start the Gradio web demo, on localhost unless --host says otherwise.")
+    # app.py defines the options; importing it is cheap (gradio is imported when the demo starts)
+    from app import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=_run_ui)
+
+
+def _run_ui(args: argparse.Namespace) -> int:
+    from app import run
+
+    return run(args)
+
+
 # Registered subcommands, in help order. Add a new one by writing `_add_<name>_command` above and
 # appending it here.
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -237,6 +274,8 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_bench_command,
     _add_dicom_command,
     _add_calibrate_heads_command,
+    _add_train_command,
+    _add_ui_command,
 ]
 
 

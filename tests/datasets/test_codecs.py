@@ -1,0 +1,52 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from datasets.codecs import compress_clip, jpeg
+from models.metrics import psnr
+
+
+@pytest.fixture(scope="module")
+def clip() -> torch.Tensor:
+    torch.manual_seed(0)
+    smooth = F.interpolate(torch.rand(4, 3, 8, 8), size=(38, 50), mode="bicubic", align_corners=False)
+    return (smooth + 0.1 * torch.rand(4, 3, 38, 50)).clamp(0, 1)
+
+
+def _jpeg_bytes(frame: torch.Tensor, quality: int) -> int:
+    from torchvision.io import encode_jpeg
+
+    return encode_jpeg(frame.mul(255).round().to(torch.uint8), quality=quality).numel()
+
+
+def test_lower_jpeg_quality_gives_smaller_files_and_lower_psnr(clip):
+    frames = clip[:2]
+    low, high = jpeg(frames, [20, 20]), jpeg(frames, [90, 90])
+    assert _jpeg_bytes(frames[0], 20) < _jpeg_bytes(frames[0], 90)
+    assert (psnr(low, frames) < psnr(high, frames) - 2).all()
+    mixed = jpeg(frames, [20, 90])
+    assert torch.equal(mixed[0], low[0]) and torch.equal(mixed[1], high[1])
+
+
+@pytest.mark.parametrize("codec", ["libx264", "libx265"])
+def test_higher_crf_gives_smaller_files_and_lower_psnr(clip, codec):
+    good, good_bytes = compress_clip(clip, codec, crf=15)
+    bad, bad_bytes = compress_clip(clip, codec, crf=40)
+    assert good.shape == clip.shape == bad.shape
+    assert bad_bytes < good_bytes
+    assert psnr(bad, clip).mean() < psnr(good, clip).mean() - 1
+
+
+def test_mpeg4_bitrate_and_determinism(clip):
+    low, low_bytes = compress_clip(clip, "mpeg4", bitrate=10_000)
+    high, high_bytes = compress_clip(clip, "mpeg4", bitrate=400_000)
+    assert low_bytes < high_bytes and psnr(low, clip).mean() < psnr(high, clip).mean()
+    again, again_bytes = compress_clip(clip, "mpeg4", bitrate=10_000)
+    assert torch.equal(again, low) and again_bytes == low_bytes
+
+
+def test_rejects_unknown_codec_and_ambiguous_rate(clip):
+    with pytest.raises(ValueError, match="unknown video codec"):
+        compress_clip(clip, "vp9", crf=30)
+    with pytest.raises(ValueError, match="exactly one"):
+        compress_clip(clip, "libx264", crf=30, bitrate=1000)
