@@ -142,8 +142,7 @@ def test_two_process_ddp_reads_different_samples_and_ends_with_identical_weights
     cmd = [
         sys.executable, "-m", "cli", "train", "fit", "--config", str(CONFIGS / "oasis_t_x4.yaml"),
         "--trainer.accelerator=cpu", "--trainer.devices=2",
-        # the one-step objective leaves OASIS's flow-matching latent embedding unused
-        "--trainer.strategy=ddp_find_unused_parameters_true", "--trainer.max_steps=3",
+        "--trainer.strategy=ddp", "--trainer.max_steps=3",
         "--trainer.limit_val_batches=0", f"--trainer.default_root_dir={tmp_path}",
         "--config", _callbacks_config(tmp_path / "callbacks.json", probe), *QUIET,
     ]

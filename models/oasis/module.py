@@ -119,6 +119,11 @@ class OASISModule(pl.LightningModule):
         if init_checkpoint is not None:
             self.net.load_state_dict(_load_network_state(init_checkpoint))
         self.net.transformer.gradient_checkpointing = gradient_checkpointing
+        if objective == "one_step":
+            # one step never feeds a noisy latent (only the embedding's bias enters); a frozen weight
+            # keeps plain DDP from stopping on an unused parameter, and stays loadable from or into
+            # a flow-matching checkpoint.
+            self.net.transformer.latent_embedding.weight.requires_grad_(False)
 
         self.perceptual = PerceptualLoss(perceptual_checkpoint, perceptual_layers) if perceptual_weight > 0 else None
         self.discriminator = PatchDiscriminator(channels=discriminator_channels) if adversarial_weight > 0 else None
