@@ -131,6 +131,9 @@ def run_batch(
     """
     from tqdm import tqdm
 
+    from .io.video import check_encoder_options
+
+    check_encoder_options(opts.codec, opts.crf, opts.preset, opts.pix_fmt)
     items = plan_outputs([Path(p) for p in inputs], Path(output), opts.codec)
     model = model or prepare_model(opts)
     report = BatchReport(model=model.name, scale=model.scale)

@@ -342,9 +342,10 @@ def _resolve_pix_fmt(path: Path, codec: str, pix_fmt: str | None, bit_depth: int
     return pix_fmt
 
 
-def _check_encoder_options(
-    codec: str, crf: int | None, preset: str | None, pix_fmt: str | None, bit_depth: int
+def check_encoder_options(
+    codec: str, crf: int | None, preset: str | None, pix_fmt: str | None, bit_depth: int = 8
 ) -> None:
+    """Raise ``ValueError`` (one line) for encoder settings that cannot work, before any work starts."""
     if codec not in VIDEO_CODECS:
         raise ValueError(f"unknown codec {codec!r}; use one of {', '.join(VIDEO_CODECS)}")
     if not 8 <= bit_depth <= 16:
@@ -357,6 +358,8 @@ def _check_encoder_options(
         raise ValueError(f"unknown preset {preset!r}; use one of {', '.join(X26X_PRESETS)}")
     if codec == "png" and pix_fmt is not None:
         raise ValueError("png frames are RGB (16-bit when bit_depth > 8); pix_fmt does not apply")
+    if pix_fmt is not None and pix_fmt not in {f.name for f in av.Codec(codec, "w").video_formats}:
+        raise ValueError(f"pixel format {pix_fmt!r} is not supported by {codec}")
 
 
 class VideoWriter:
@@ -389,7 +392,7 @@ class VideoWriter:
         bit_depth: int = 8,
         format: str | None = None,
     ):
-        _check_encoder_options(codec, crf, preset, pix_fmt, bit_depth)
+        check_encoder_options(codec, crf, preset, pix_fmt, bit_depth)
         self.path = Path(path)
         self.width, self.height = width, height
         self.codec = codec

@@ -155,6 +155,18 @@ def test_bad_inputs_fail_one_line_each_and_the_batch_goes_on(clip, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip.mp4"]
 
 
+@pytest.mark.parametrize("options,fragment", [
+    (["--codec", "ffv1", "--crf", "20"], "lossless"),
+    (["--crf", "99"], "crf must be between"),
+    (["--pix-fmt", "nv99"], "not supported by libx264"),
+])
+def test_impossible_encoder_settings_stop_before_any_work(clip, tmp_path, capsys, options, fragment):
+    assert cli.main(["upscale", str(clip), "-o", str(tmp_path / "o.mp4"), "-q", *options]) == 1
+    err = capsys.readouterr().err
+    assert fragment in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())
+
+
 def test_unwritable_output_folder_is_reported(clip, tmp_path):
     if os.geteuid() == 0:
         target = Path("/proc/restore-cannot-write-here")  # root ignores permission bits; /proc refuses everyone
