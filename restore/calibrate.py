@@ -143,7 +143,8 @@ def write_heatmap(table, path: Path) -> None:
 
     n_layers, n_heads = len(table.layers), max(len(h) for h in table.layers)
     codes = [[HEAD_GROUPS.index(g) for g in heads] for heads in table.layers]
-    fig, ax = plt.subplots(figsize=(2.5 + 0.6 * n_heads, 1.2 + 0.5 * n_layers))
+    # wide enough for the title and legend even with two heads
+    fig, ax = plt.subplots(figsize=(max(5.0, 2.5 + 0.6 * n_heads), 1.6 + 0.5 * n_layers))
     ax.imshow(codes, cmap=ListedColormap([GROUP_COLOURS[g] for g in HEAD_GROUPS]), vmin=0, vmax=2, aspect="auto")
     if table.stats:
         for i, heads in enumerate(table.layers):
