@@ -107,6 +107,10 @@ def _open_input(path: Path) -> av.container.InputContainer:
     try:
         return av.open(str(path), mode="r")
     except av.FFmpegError as exc:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+        if head[4:8] == b"ftyp":  # an MP4/MOV whose index ('moov', written last) is missing or damaged
+            raise InputError(path, f"truncated or corrupt MP4/MOV: decoded 0 frames ({_describe(exc)})") from exc
         raise InputError(path, f"not a video: {_describe(exc)}") from exc
 
 

@@ -95,6 +95,22 @@ def test_folder_input_is_recursive_and_mirrors_layout(clip, tmp_path):
     assert statuses == {"a.mp4": "ok", "b.mp4": "ok", "notes.txt": "skipped"}
 
 
+def test_a_temporal_model_with_user_weights_runs_through_the_chunked_pipeline(clip, tmp_path):
+    from safetensors.torch import save_file
+
+    from restore.registry import build_model, get_entry
+
+    net = build_model("oasis", get_entry("oasis-t").config)
+    weights = tmp_path / "oasis-t.safetensors"
+    save_file(net.state_dict(), str(weights))
+    out = tmp_path / "out.mp4"
+    args = ["upscale", str(clip), "-o", str(out), "--model", "oasis-t", "--weights", str(weights), "--chunk", "6", "--overlap", "2", "-q"]
+    assert cli.main(args) == 0
+    with av.open(str(out)) as c:
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (192, 128)
+    assert len(decoded_frames(out)) == 20 and audio_packets(out) == audio_packets(clip)
+
+
 @pytest.mark.parametrize("deep", [False, True])
 def test_images_keep_their_bit_depth(tmp_path, deep):
     import cv2
@@ -127,7 +143,7 @@ def _bad_inputs(folder: Path, clip: Path) -> dict[str, str]:
         "missing.mp4": "not found",
         "empty.mp4": "empty",
         "text.mp4": "not a video",
-        "truncated.mp4": "",
+        "truncated.mp4": "truncated or corrupt mp4/mov: decoded 0 frames",
         "audio_only.m4a": "no video stream",
     }
 
