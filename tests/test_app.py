@@ -120,3 +120,20 @@ def test_inspect_endpoints_label_untrained_models(app):
     assert Path(attention if isinstance(attention, str) else attention["path"]).stat().st_size > 0
     pixels, tokens, text = client.predict(None, "rat-t", None, "hu", api_name="/partition")
     assert "untrained" in text and "regions" in text
+
+
+def test_uploads_over_the_size_limit_are_refused(tmp_path):
+    from PIL import Image
+
+    config = DemoConfig(max_file_size="20kb", workdir=tmp_path / "demo", device="cpu")
+    ui = launch("127.0.0.1", _free_port(), config=config, prevent_thread_lock=True, quiet=True)
+    try:
+        client = gradio_client.Client(ui.local_url, verbose=False)
+        big = tmp_path / "big.png"
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(big)
+        assert big.stat().st_size > 20_000
+        with pytest.raises(Exception, match="(?i)size|large|limit"):
+            client.predict(gradio_client.handle_file(str(big)), "bicubic", 2, api_name="/image")
+        client.close()
+    finally:
+        ui.close()
