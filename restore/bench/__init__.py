@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, str] = {
     "dicom": "restore.bench.dicom",
     "attention": "restore.bench.attention",
     "regions": "restore.bench.regions",
+    "quality": "restore.bench.quality",
 }
 
 

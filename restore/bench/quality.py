@@ -1,0 +1,422 @@
+"""``restore bench quality``: PSNR/SSIM of SR models on Set5/Set14, video clips and CT denoising, plus speed.
+
+Suites (``--suite``, comma-separated):
+
+* ``set5``, ``set14``: the BI protocol of ``restore.evaluation`` at every ``--scales`` factor on
+  ``--data-root``/Set5 and /Set14, next to the published rows of ``PUBLISHED_X4``;
+* ``video``: clips of ``--clips DIR`` (HR; LR made by the same protocol) or, without it, synthetic
+  pans; PSNR/SSIM-Y and the warping error (flow from the ground truth) per model, frame by frame
+  (T = 1) and with the model's temporal context, next to the ground truth's own warping error;
+* ``ct``: slices of ``--ct`` DICOM paths with simulated reduced dose (``--dose``, projection
+  domain, ``models.ct_dose``); the noisy input, ``--ct-models`` (``nlm``, RAT weights...) and BM3D
+  with its sigma tuned against the clean slice (an oracle: its best case), in the [-160, 240] HU window;
+* ``speed``: ``restore bench speed`` (same function) on the SR models and the SRVGG reference.
+
+Models are registry names; ``--weights LABEL=PATH`` gives a weight file (with its model card
+beside it) to a registry name or to a new label (its architecture read from the card). Prints
+Markdown tables; ``--plot PATH.png`` draws speed against Set5 PSNR.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+# Published x4 BI results (PSNR dB, SSIM on Y), from /work/shared/data/README.md (the papers' tables)
+PUBLISHED_X4: dict[str, dict] = {
+    "bicubic (published)": {"params": "-", "set5": (28.42, 0.8104), "set14": (26.00, 0.7027)},
+    "SRCNN (2014)": {"params": "57K", "set5": (30.48, 0.8628), "set14": (27.50, 0.7513)},
+    "FSRCNN (2016)": {"params": "12K", "set5": (30.72, 0.8660), "set14": (27.61, 0.7550)},
+    "VDSR (2016)": {"params": "665K", "set5": (31.35, 0.8838), "set14": (28.01, 0.7674)},
+    "EDSR (2017)": {"params": "43M", "set5": (32.46, 0.8968), "set14": (28.80, 0.7876)},
+    "SwinIR-light (2021)": {"params": "897K", "set5": (32.44, 0.8976), "set14": (28.77, 0.7858)},
+    "SwinIR (2021)": {"params": "11.9M", "set5": (32.92, 0.9044), "set14": (29.09, 0.7950)},
+}
+SUITES = ("set5", "set14", "video", "ct", "speed")
+# protocol check, always measured on set5/set14: the papers' bicubic, reproduces README's 28.43 / 26.09 dB
+IMRESIZE = "bicubic (imresize)"
+SPEED_REFERENCE = "srvgg-compact"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--suite", default="set5,set14,video,speed", help=f"comma-separated: {','.join(SUITES)}")
+    parser.add_argument("--models", default="bicubic", help="comma-separated SR models (registry names or --weights labels)")
+    parser.add_argument("--weights", action="append", default=[], metavar="LABEL=PATH",
+                        help="weight file for a model (repeatable); its model card is read from PATH.json")
+    parser.add_argument("--scales", default="4", help="comma-separated SR factors for set5/set14")
+    parser.add_argument("--data-root", default="../shared/data/images/bench", help="folder holding Set5/ and Set14/")
+    parser.add_argument("--clips", help="folder of HR videos for the video suite (default: synthetic pans)")
+    parser.add_argument("--clip-frames", type=int, default=12, help="frames read per clip")
+    parser.add_argument("--clip-offset", type=int, default=0, help="frames skipped at the start of each clip")
+    parser.add_argument("--clip-height", type=int, help="resize HR clips to this height first (antialiased); synthetic: 96")
+    parser.add_argument("--ct", nargs="*", default=[], help="DICOM files/folders/zips with CT series")
+    parser.add_argument("--ct-models", default="nlm", help="comma-separated CT denoisers (registry names or labels)")
+    parser.add_argument("--ct-slices", type=int, default=1, help="slices per CT series (centred)")
+    parser.add_argument("--dose", type=float, default=0.25, help="simulated dose fraction")
+    parser.add_argument("--no-bm3d", action="store_true", help="skip BM3D (slow: ~5 runs per slice)")
+    parser.add_argument("--speed-size", default="480x270", help="LR size WxH of the speed suite")
+    parser.add_argument("--speed-frames", type=int, default=4)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", metavar="PATH.png", help="speed (x, log) vs Set5 PSNR (y) scatter")
+
+
+def run(args: argparse.Namespace) -> dict:
+    suites = _split(args.suite)
+    unknown = set(suites) - set(SUITES)
+    if unknown:
+        raise SystemExit(f"unknown suite(s) {', '.join(sorted(unknown))} (known: {', '.join(SUITES)})")
+    weights = _parse_weights(args.weights)
+    results: dict = {"settings": {"suites": suites, "models": _split(args.models), "weights": weights}}
+    for scale in (int(s) for s in _split(args.scales)):
+        for name in ("set5", "set14"):
+            if name in suites:
+                results.setdefault("images", {})[f"{name}_x{scale}"] = _image_suite(args, name, scale, weights)
+    if "video" in suites:
+        results["video"] = _video_suite(args, weights)
+    if "ct" in suites:
+        results["ct"] = _ct_suite(args, weights)
+    if "speed" in suites:
+        results["speed"] = _speed_suite(args, weights)
+    print(markdown(results))
+    if args.plot:
+        plot_speed_quality(results, args.plot)
+        results["plot"] = args.plot
+    return results
+
+
+# ------------------------------------------------------------------------------------------ models
+
+
+def _split(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _parse_weights(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path:
+            raise SystemExit(f"--weights {item!r}: expected LABEL=PATH")
+        out[label] = path
+    return out
+
+
+def registry_name(label: str, weights: dict[str, str]) -> str:
+    """The registry model that ``label`` loads as: itself if registered, else the first model of
+    the architecture named in the model card beside its ``--weights`` file."""
+    from restore.errors import ModelError
+    from restore.registry import list_models, read_card
+
+    entries = list_models()
+    if any(e.name == label for e in entries):
+        return label
+    if label not in weights:
+        raise ModelError(None, f"unknown model {label!r}: not in the registry and no --weights {label}=PATH")
+    card_path = Path(weights[label]).with_suffix(".json")
+    if not card_path.is_file():
+        raise ModelError(card_path, f"model card of --weights {label} not found (needed for an unregistered label)")
+    card = read_card(card_path)
+    # the weights load with the card's config whichever entry it is; prefer the preset it matches
+    candidates = [e for e in entries if e.architecture == card["architecture"]]
+    if not candidates:
+        raise ModelError(card_path, f"no registry model of architecture {card['architecture']!r}")
+    return next((e.name for e in candidates if same_config(e.architecture, e.config, card["config"])), candidates[0].name)
+
+
+def same_config(architecture: str, a: dict, b: dict) -> bool:
+    """Whether two configs build the same network (a card holds every field, a preset only some)."""
+    from restore.registry import build_model
+
+    return a == b or build_model(architecture, a).config_dict() == build_model(architecture, b).config_dict()
+
+
+def _load_sr(label: str, weights: dict[str, str], scale: int, device):
+    """-> model, or None when its weights are fixed at another scale."""
+    from restore.errors import ModelError
+    from restore.registry import get_entry, load_model
+
+    name = registry_name(label, weights)
+    has_scale = "scale" in get_entry(name).config
+    try:
+        return load_model(name, weights.get(label), scale=scale if has_scale else None, device=device)
+    except ModelError as exc:
+        if "but --scale" in exc.cause:
+            return None
+        raise
+
+
+def _device(args):
+    from restore.devices import resolve_device
+
+    return resolve_device(args.device)
+
+
+# ------------------------------------------------------------------------------------------ suites
+
+
+def _image_suite(args, name: str, scale: int, weights: dict[str, str]) -> dict:
+    import torch
+
+    from restore.errors import InputError
+    from restore.evaluation import ImresizeBicubic, evaluate_image
+    from restore.io.image import IMAGE_EXTENSIONS, read_image
+
+    folder = Path(args.data_root) / {"set5": "Set5", "set14": "Set14"}[name]
+    paths = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS) if folder.is_dir() else []
+    if not paths:
+        raise InputError(folder, "no benchmark images (pass --data-root, the folder holding Set5/ and Set14/)")
+    images = []
+    for path in paths:
+        pixels = read_image(path)
+        hr = pixels.permute(2, 0, 1).float() / (65535.0 if pixels.dtype == torch.uint16 else 255.0)
+        images.append((path.stem, hr.expand(3, -1, -1) if hr.shape[0] == 1 else hr))
+    device = _device(args)
+    rows = {}
+    for label in [IMRESIZE, *_split(args.models)]:
+        model = ImresizeBicubic(scale) if label == IMRESIZE else _load_sr(label, weights, scale, device)
+        if model is None:
+            rows[label] = {"skipped": f"weights are not x{scale}"}
+            continue
+        per_image = {stem: evaluate_image(model, hr, scale) for stem, hr in images}
+        rows[label] = {
+            "psnr": round(sum(r["psnr"] for r in per_image.values()) / len(per_image), 2),
+            "ssim": round(sum(r["ssim"] for r in per_image.values()) / len(per_image), 4),
+            "per_image": {k: {m: round(v, 4) for m, v in r.items()} for k, r in per_image.items()},
+        }
+    return {"folder": str(folder), "images": len(images), "scale": scale, "models": rows}
+
+
+def _read_clips(args) -> dict:
+    """name -> HR clip ``(T, 3, H, W)`` float in [0, 1]."""
+    import torch
+    import torch.nn.functional as F
+
+    from restore.errors import InputError
+    from restore.evaluation import quantize, synthetic_clip
+    from restore.io.image import is_video
+    from restore.io.video import VideoReader
+
+    if not args.clips:
+        height = args.clip_height or 96
+        return {f"synthetic{i}": synthetic_clip(args.clip_frames, height, height * 4 // 3, seed=i) for i in range(2)}
+    paths = sorted(p for p in Path(args.clips).iterdir() if is_video(p)) if Path(args.clips).is_dir() else []
+    if not paths:
+        raise InputError(args.clips, "no videos in the --clips folder")
+    clips = {}
+    for path in paths:
+        frames = []
+        with VideoReader(path, expect_frames=False) as reader:
+            for index, (frame, _) in enumerate(reader):
+                if index < args.clip_offset:
+                    continue
+                peak = 65535.0 if frame.dtype == torch.uint16 else 255.0
+                frames.append(frame.permute(2, 0, 1).float() / peak)
+                if len(frames) == args.clip_frames:
+                    break
+        if len(frames) < 2:
+            raise InputError(path, "fewer than 2 frames: no temporal consistency to measure")
+        clip = torch.stack(frames)
+        if args.clip_height:
+            width = round(clip.shape[-1] * args.clip_height / clip.shape[-2])
+            clip = quantize(F.interpolate(clip, size=(args.clip_height, width), mode="bicubic", antialias=True))
+        clips[path.name] = clip
+    return clips
+
+
+def _video_suite(args, weights: dict[str, str]) -> dict:
+    from restore.evaluation import evaluate_clip, mod_crop, warping_error
+
+    scale = 4
+    device = _device(args)
+    clips = {name: mod_crop(clip, scale) for name, clip in _read_clips(args).items()}
+    out = {"scale": scale, "clips": {}}
+    models = {label: _load_sr(label, weights, scale, device) for label in _split(args.models)}
+    for clip_name, hr in clips.items():
+        row = {"frames": hr.shape[0], "size": f"{hr.shape[-1]}x{hr.shape[-2]}",
+               "ground_truth_warp_error": _significant(warping_error(hr, hr)), "models": {}}
+        for label, model in models.items():
+            if model is None:
+                continue
+            modes = {"T=1": False}
+            if int(getattr(model, "temporal_window", 1) or 1) > 1:
+                modes[f"T={model.temporal_window}"] = True
+            for mode, temporal in modes.items():
+                metrics = evaluate_clip(model, hr, scale, temporal=temporal)
+                row["models"][f"{label} {mode}"] = {k: _significant(v) for k, v in metrics.items()}
+        out["clips"][clip_name] = row
+    return out
+
+
+def _significant(value: float, digits: int = 4) -> float:
+    return float(f"{value:.{digits}g}")
+
+
+def _ct_slices(paths: list[str], per_series: int):
+    """-> [(name, HU slice (H, W) float32, pixel size mm)] from the CT series under ``paths``."""
+    from restore.errors import InputError
+    from restore.io.dicom import discover, read_series_volume
+
+    found = discover(paths)
+    slices = []
+    for series in found.series:
+        if series.units != "HU":  # CT only (colour or MR series have other units)
+            continue
+        volume, info = read_series_volume(series)
+        centre = volume.shape[0] // 2
+        start = max(0, centre - per_series // 2)
+        for z in range(start, min(volume.shape[0], start + per_series)):
+            spacing = info.pixel_spacing[1] if info.pixel_spacing else 0.7
+            slices.append((f"{Path(str(series.first.ref)).name}[{z}]", volume[z], float(spacing)))
+    if not slices:
+        reasons = "; ".join(f"{s.ref}: {s.reason}" for s in found.skipped[:3]) if found.skipped else "no image series"
+        raise InputError(",".join(paths), f"no CT series in HU ({reasons})")
+    return slices
+
+
+def _ct_suite(args, weights: dict[str, str]) -> dict:
+    import numpy as np
+
+    from models.ct_dose import simulate_low_dose_ct
+    from restore.dicom.processing import ModelChoice, build_processor
+    from restore.evaluation import CT_WINDOW_HU, bm3d_denoise, ct_metrics, sweep, tune_on_clean
+
+    if not args.ct:
+        raise SystemExit("the ct suite needs --ct PATH [PATH ...] (DICOM files or folders)")
+    device = _device(args)
+    processors = {
+        label: build_processor("ct-denoise", ModelChoice(registry_name(label, weights), False, label),
+                               weights=weights.get(label), device=device)
+        for label in _split(args.ct_models)
+    }
+    rng = np.random.default_rng(args.seed)
+    out = {"dose": args.dose, "window_hu": list(CT_WINDOW_HU), "slices": {}}
+    for name, clean, pixel_mm in _ct_slices(args.ct, args.ct_slices):
+        noisy = simulate_low_dose_ct(clean, args.dose, rng, pixel_size_mm=pixel_mm)
+        noise_std = float(np.std(noisy - clean))
+        row = {"noise_std_hu": round(noise_std, 2), "methods": {"noisy input": ct_metrics(noisy, clean)}}
+        for label, processor in processors.items():
+            row["methods"][label] = ct_metrics(processor(noisy[None], "HU", "CT")[0], clean)
+        if not args.no_bm3d:
+            try:
+                best = tune_on_clean(bm3d_denoise, noisy, clean, sweep(noise_std))
+            except ImportError:
+                row["methods"]["bm3d"] = {"skipped": "pip install bm3d (restore[bench])"}
+            else:
+                tried = [p for p, _ in best.tried]
+                row["methods"]["bm3d (oracle sigma)"] = {
+                    **best.metrics, "sigma_hu": round(best.param, 2), "at_grid_edge": best.param in (min(tried), max(tried)),
+                    "tried": [[round(p, 2), round(v, 2)] for p, v in best.tried],
+                }
+        for metrics in row["methods"].values():
+            for key in ("psnr", "ssim"):
+                if key in metrics:
+                    metrics[key] = round(metrics[key], 2 if key == "psnr" else 4)
+        out["slices"][name] = row
+    return out
+
+
+def _speed_suite(args, weights: dict[str, str]) -> dict:
+    from restore.bench import speed
+
+    parser = argparse.ArgumentParser()
+    speed.add_arguments(parser)
+    from restore.registry import get_entry, read_card
+
+    timed_as, skipped = {}, {}
+    for label in _split(args.models):
+        name = registry_name(label, weights)
+        card = Path(weights[label]).with_suffix(".json") if label in weights else None
+        entry = get_entry(name)
+        if card is not None and card.is_file() and not same_config(entry.architecture, entry.config, read_card(card)["config"]):
+            skipped[label] = {"skipped": f"card config matches no registry preset (closest: {name})"}
+        else:
+            timed_as[label] = name
+    names = list(dict.fromkeys([*timed_as.values(), SPEED_REFERENCE]))
+    speed_args = parser.parse_args(["--models", ",".join(names), "--size", args.speed_size, "--frames",
+                                    str(args.speed_frames), "--device", args.device, "--precision", "fp32"])
+    measured = speed.run(speed_args)
+    # weights do not change speed: a label is timed as its registry architecture
+    rows = {label: {**measured["models"][name], "timed_as": name} for label, name in timed_as.items()} | skipped
+    rows.setdefault(SPEED_REFERENCE, {**measured["models"][SPEED_REFERENCE], "timed_as": SPEED_REFERENCE})
+    return {"settings": measured["settings"], "models": rows}
+
+
+# ------------------------------------------------------------------------------------------ output
+
+
+def markdown(results: dict) -> str:
+    """Markdown tables of the results of :func:`run`."""
+    lines: list[str] = []
+    for key, suite in results.get("images", {}).items():
+        lines += [f"\n### {key} (PSNR dB / SSIM on Y, {suite['images']} images)", "", "| model | PSNR | SSIM |", "|---|---|---|"]
+        for label, row in suite["models"].items():
+            lines.append(f"| {label} | {row.get('psnr', '-')} | {row.get('ssim', row.get('skipped', '-'))} |")
+        name, scale = key.split("_x")
+        if scale == "4":
+            for label, pub in PUBLISHED_X4.items():
+                p, s = pub[name]
+                lines.append(f"| {label} ({pub['params']}) | {p:.2f} | {s:.4f} |")
+    if "video" in results:
+        lines += ["\n### video x4 (PSNR dB / SSIM on Y, warping error x1e3; flow from the ground truth)", "",
+                  "| clip | model | PSNR | SSIM | warp err |", "|---|---|---|---|---|"]
+        for clip, row in results["video"]["clips"].items():
+            lines.append(f"| {clip} | ground truth | - | - | {1e3 * row['ground_truth_warp_error']:.4g} |")
+            for label, m in row["models"].items():
+                lines.append(f"| {clip} | {label} | {m['psnr']:.2f} | {m['ssim']:.4f} | {1e3 * m['warp_error']:.4g} |")
+    if "ct" in results:
+        ct = results["ct"]
+        lines += [f"\n### CT, dose {ct['dose']} (PSNR dB / SSIM in {ct['window_hu']} HU)", "",
+                  "| slice | method | PSNR | SSIM |", "|---|---|---|---|"]
+        for name, row in ct["slices"].items():
+            for label, m in row["methods"].items():
+                lines.append(f"| {name} | {label} | {m.get('psnr', '-')} | {m.get('ssim', m.get('skipped', '-'))} |")
+    if "speed" in results:
+        s = results["speed"]["settings"]
+        lines += [f"\n### speed ({s['device']}, LR {s['lr_size']}, {s['frames']} frames per call)", "",
+                  "| model | frames/s | params (M) | GMAC/frame | timed as |", "|---|---|---|---|---|"]
+        for label, row in results["speed"]["models"].items():
+            if "skipped" in row:
+                lines.append(f"| {label} | {row['skipped']} | | | |")
+                continue
+            lines.append(f"| {label} | {row['frames_per_s']} | {row['params_m']} | {row['gmac_per_frame']} | {row['timed_as']} |")
+    return "\n".join(lines).lstrip("\n")
+
+
+def plot_speed_quality(results: dict, path: str | Path) -> None:
+    """Scatter of frames/s (x, log) against Set5 x4 PSNR (y): our models as points, models with a
+    speed but no Set5 score as vertical lines, published rows (no speed) as horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    set5 = results.get("images", {}).get("set5_x4", {}).get("models", {})
+    speed = results.get("speed", {}).get("models", {})
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.set_xscale("log")
+    for label, row in speed.items():
+        if "skipped" in row:
+            continue
+        fps = row["frames_per_s"]
+        if "psnr" in set5.get(label, {}):
+            ax.scatter([fps], [set5[label]["psnr"]], zorder=3)
+            ax.annotate(label, (fps, set5[label]["psnr"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        else:
+            ax.axvline(fps, color="grey", ls="--", lw=0.8)
+            ax.annotate(f"{label} (speed only)", (fps, 0.02), xycoords=("data", "axes fraction"), rotation=90, fontsize=7)
+    for i, (label, pub) in enumerate(PUBLISHED_X4.items()):
+        ax.axhline(pub["set5"][0], color="tab:blue", ls=":", lw=0.7)
+        # alternate sides: EDSR and SwinIR-light are 0.02 dB apart
+        side = (0.99, "right") if i % 2 else (0.01, "left")
+        ax.annotate(label, (side[0], pub["set5"][0]), xycoords=("axes fraction", "data"), ha=side[1], va="bottom", fontsize=7)
+    if speed:
+        settings = results["speed"]["settings"]
+        ax.set_xlabel(f"frames/s ({settings['device']}, LR {settings['lr_size']} -> x{settings['scale']}, log)")
+    else:
+        ax.set_xlabel("frames/s (not measured: add the speed suite)")
+    ax.set_ylabel("Set5 x4 PSNR-Y (dB)")
+    ax.set_title("restore bench quality: speed vs quality")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

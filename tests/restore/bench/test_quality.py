@@ -1,0 +1,126 @@
+"""``restore bench quality`` (restore/bench/quality.py) on generated images, synthetic clips, a real
+pydicom CT slice and a tiny OASIS with random weights exported with its model card."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import cv2
+import pytest
+import torch
+
+from restore.bench import quality
+from restore.errors import ModelError
+from restore.evaluation import synthetic_clip
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    quality.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """Set5/ and Set14/ folders of small generated PNGs (sizes not multiples of 4)."""
+    root = tmp_path_factory.mktemp("bench")
+    for folder, count in (("Set5", 2), ("Set14", 1)):
+        (root / folder).mkdir()
+        for i in range(count):
+            rgb = (synthetic_clip(1, 38, 45, seed=i)[0].permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+            cv2.imwrite(str(root / folder / f"img{i}.png"), rgb[..., ::-1])
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    """oasis-t with random weights saved as ``tiny.safetensors`` + model card, as `restore train export` writes."""
+    from safetensors.torch import save_file
+
+    from models.oasis import PRESETS
+    from restore.registry import build_model, sha256_of
+
+    folder = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    config = PRESETS["oasis-t"]["config"]
+    model = build_model("oasis", config)
+    path = folder / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    card = {"name": "tiny", "architecture": "oasis", "task": "video-sr", "scale": 4, "config": config,
+            "weights": path.name, "sha256": sha256_of(path)}
+    path.with_suffix(".json").write_text(json.dumps(card))
+    return path
+
+
+def test_image_suites_measure_every_model_and_the_imresize_check(data_root, capsys):
+    results = quality.run(_args("--suite", "set5,set14", "--models", "bicubic", "--scales", "2,4",
+                                "--data-root", str(data_root)))
+    assert set(results["images"]) == {"set5_x2", "set14_x2", "set5_x4", "set14_x4"}
+    set5 = results["images"]["set5_x4"]
+    assert set5["images"] == 2 and set(set5["models"]) == {quality.IMRESIZE, "bicubic"}
+    for row in set5["models"].values():
+        assert 15 < row["psnr"] < 60 and 0 < row["ssim"] < 1 and set(row["per_image"]) == {"img0", "img1"}
+    # x2 is easier than x4
+    assert results["images"]["set5_x2"]["models"]["bicubic"]["psnr"] > set5["models"]["bicubic"]["psnr"]
+    printed = capsys.readouterr().out
+    assert "### set5_x4" in printed and "SwinIR (2021) (11.9M) | 32.92 | 0.9044" in printed
+    assert "SwinIR" not in printed.split("### set5_x2")[1].split("###")[0]  # published rows are x4 only
+
+
+def test_labelled_weights_run_image_and_video_suites(data_root, tiny_weights):
+    results = quality.run(_args(
+        "--suite", "set5,video", "--models", "bicubic,tiny", "--weights", f"tiny={tiny_weights}",
+        "--scales", "4,2", "--data-root", str(data_root), "--clip-frames", "3", "--clip-height", "48",
+    ))
+    assert "psnr" in results["images"]["set5_x4"]["models"]["tiny"]
+    assert results["images"]["set5_x2"]["models"]["tiny"] == {"skipped": "weights are not x2"}
+    clip = results["video"]["clips"]["synthetic0"]
+    assert clip["frames"] == 3 and clip["size"] == "64x48" and clip["ground_truth_warp_error"] >= 0
+    assert set(clip["models"]) == {"bicubic T=1", "tiny T=1", "tiny T=4"}
+
+
+@pytest.mark.slow
+def test_speed_suite_times_labels_as_their_preset_and_plots(tiny_weights, tmp_path):
+    plot = tmp_path / "plot.png"
+    results = quality.run(_args("--suite", "speed", "--models", "bicubic,tiny", "--weights", f"tiny={tiny_weights}",
+                                "--speed-size", "32x24", "--speed-frames", "2", "--device", "cpu", "--plot", str(plot)))
+    speed = results["speed"]["models"]
+    assert speed["tiny"]["timed_as"] == "oasis-t" and speed["tiny"]["frames_per_s"] > 0  # the preset its card matches
+    assert quality.SPEED_REFERENCE in speed
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_and_markdown_from_results(tmp_path):
+    speed_row = {"frames_per_s": 10.0, "params_m": 1.0, "gmac_per_frame": 2.0}
+    results = {
+        "images": {"set5_x4": {"images": 5, "scale": 4, "models": {"mine": {"psnr": 30.1, "ssim": 0.85}}}},
+        "speed": {"settings": {"device": "cpu", "lr_size": "32x24", "frames": 2, "scale": 4},
+                  "models": {"mine": {**speed_row, "timed_as": "oasis-s"}, "srvgg-compact": {**speed_row, "timed_as": "srvgg-compact"},
+                             "other": {"skipped": "card config matches no registry preset (closest: oasis-s)"}}},
+    }
+    quality.plot_speed_quality(results, tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    table = quality.markdown(results)
+    assert "| mine | 30.1 | 0.85 |" in table and "| other | card config matches no registry preset" in table
+
+
+def test_ct_suite_on_a_real_dicom_slice(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    results = quality.run(_args("--suite", "ct", "--ct", get_testdata_file("CT_small.dcm"), "--ct-models", "nlm",
+                                "--no-bm3d", "--dose", "0.1"))
+    (name, row), = results["ct"]["slices"].items()
+    assert name.startswith("CT_small.dcm") and row["noise_std_hu"] > 1
+    methods = row["methods"]
+    assert set(methods) == {"noisy input", "nlm"}
+    assert methods["nlm"]["psnr"] > methods["noisy input"]["psnr"]
+
+
+def test_bad_model_arguments_name_the_problem(data_root, tmp_path):
+    with pytest.raises(ModelError, match="no --weights nope=PATH"):
+        quality.run(_args("--suite", "set5", "--models", "nope", "--data-root", str(data_root)))
+    with pytest.raises(SystemExit, match="LABEL=PATH"):
+        quality.run(_args("--suite", "set5", "--weights", "just-a-path"))
+    with pytest.raises(SystemExit, match="unknown suite"):
+        quality.run(_args("--suite", "set6"))
