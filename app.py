@@ -118,7 +118,11 @@ def user_errors(handler: Callable) -> Callable:
             return handler(*args, **kwargs)
         except gr.Error:
             raise
-        except (RestoreError, ValueError) as exc:
+        except RestoreError as exc:
+            # the file's name only: its path is the server's upload folder, noise to the user
+            where = f"{exc.path.name}: " if exc.path is not None else ""
+            raise gr.Error(where + exc.cause.splitlines()[0], print_exception=False) from None
+        except ValueError as exc:
             raise gr.Error(str(exc).splitlines()[0], print_exception=False) from None
         except Exception as exc:  # noqa: BLE001 - the UI must get a readable message
             log.exception("demo handler %s failed", handler.__name__)
@@ -156,7 +160,8 @@ class Demo:
         """A loaded SR model and its options (cached: loading weights is the slow part of a job)."""
         from restore.jobs import UpscaleOptions, prepare_model
 
-        opts = UpscaleOptions(scale=scale, model=name, chunk=chunk, device=self.config.device)
+        # 8-bit 4:2:0 H.264 whatever the source: browsers play neither High 10 nor 4:4:4
+        opts = UpscaleOptions(scale=scale, model=name, chunk=chunk, device=self.config.device, pix_fmt="yuv420p")
         return prepare_model(opts), opts
 
     def restore_video(self, path: str | None, model: str, scale: int, chunk: int, frame: int, progress=None):
@@ -187,7 +192,7 @@ class Demo:
                 progress((min(done, total), total), desc=f"ETA {max(total - done, 0) / rate:.0f} s", unit="frames")
 
         upscale_video_file(src, dst, loaded, opts, on_frames)
-        index = min(int(frame), done - 1)
+        index = min(max(int(frame), 0), done - 1)  # any number typed in the box shows a frame
         after = read_frame(dst, index)
         before = resize_nearest(read_frame(src, index), after.shape[:2])
         return str(dst), (before, after), str(dst)

@@ -19,7 +19,7 @@ def _add_upscale_command(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video or image files, or folders")
     p.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
-    p.add_argument("--scale", type=int, choices=(2, 4), default=4)
+    p.add_argument("--scale", type=int, choices=(2, 4), default=4, help="upscaling factor (default: 4)")
     p.add_argument("--model", default=None, help="model name from `restore models` (default: the best shipped model)")
     p.add_argument("--weights", help="weights for the model: .safetensors, or a torch checkpoint (loaded weights-only)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -125,7 +125,13 @@ def _run_bench(args: argparse.Namespace) -> int:
 
     from restore.bench import machine_summary
 
-    results = importlib.import_module(args.bench_module).run(args)
+    from restore.errors import RestoreError
+
+    try:
+        results = importlib.import_module(args.bench_module).run(args)
+    except (RestoreError, ValueError) as exc:
+        print(f"restore: error: {exc}", file=sys.stderr)
+        return 1
     results = {"machine": machine_summary(), "command": "restore " + " ".join(sys.argv[1:]), **results}
     print(json.dumps(results, indent=2, default=str))
     if args.json:
@@ -280,7 +286,11 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="restore", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="restore",
+        description="Video super-resolution and medical image restoration. "
+        "Run `restore COMMAND --help` for the options of a command.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
         add(sub)

@@ -110,9 +110,13 @@ def _count_frames(item: WorkItem) -> int:
     from .io.video import probe_video
 
     try:
-        return probe_video(item.src).frames or 0
+        info = probe_video(item.src)
     except RestoreError:
         return 0
+    if info.frames:
+        return info.frames
+    # Matroska and WebM store no frame count: estimate it, so that the bars show a percentage and ETA
+    return round(info.duration * info.fps) if info.duration else 0
 
 
 def run_batch(
@@ -141,13 +145,15 @@ def run_batch(
         print("restore: using the built-in bicubic baseline (no trained model is the default yet)", file=sys.stderr)
     frame_counts = {id(i): _count_frames(i) for i in items if i.verdict is None}
     total_frames = sum(frame_counts.values())
-    overall = tqdm(total=total_frames or None, unit="frame", desc="total", disable=quiet, position=0, dynamic_ncols=True)
+    # None: bars only on a terminal; redirected to a file they would be a wall of \r and escape codes
+    bars_off = True if quiet else None
+    overall = tqdm(total=total_frames or None, unit="frame", desc="total", disable=bars_off, position=0, dynamic_ncols=True)
     try:
         for item in items:
             if item.verdict is not None:
                 report.results.append(JobResult(str(item.src), item.verdict, error=item.reason))
                 continue
-            bar = tqdm(total=frame_counts[id(item)] or None, unit="frame", desc=item.src.name[:30], disable=quiet, position=1, leave=False, dynamic_ncols=True)
+            bar = tqdm(total=frame_counts[id(item)] or None, unit="frame", desc=item.src.name[:30], disable=bars_off, position=1, leave=False, dynamic_ncols=True)
             start = time.perf_counter()
 
             def advance(n: int) -> None:
@@ -178,6 +184,8 @@ def run_batch(
             report.results += [JobResult(str(i.src), "interrupted", error="not started (interrupted)") for i in items if str(i.src) not in done]
         if report_path is not None:
             write_json_atomic(Path(report_path), report.as_dict())
+    if report.interrupted:  # like an error, shown even with --quiet: the user must know how to go on
+        print("restore: interrupted; run the same command with --resume to continue", file=sys.stderr)
     if not quiet:
         _print_summary(report)
     return report

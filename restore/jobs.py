@@ -14,13 +14,14 @@ import torch
 from .atomic import atomic_path
 from .devices import resolve_device, resolve_precision
 from .engine import ChunkPlan, FrameRunner, TilePlan, stream_chunks
-from .engine.runner import DEFAULT_MAX_PIXELS, to_integer
+from .engine.runner import DEFAULT_MAX_PIXELS, to_float, to_integer
 from .errors import InputError, OutputError
 from .registry import load_model
 
 CODEC_SUFFIX = {"libx264": ".mp4", "libx265": ".mp4", "ffv1": ".mkv", "png": ""}
-# Containers the x264/x265 outputs may keep from their input; anything else becomes .mp4.
-KEEPABLE_CONTAINERS = {".mp4", ".mkv", ".mov", ".m4v"}
+# Output containers by suffix -> FFmpeg muxer. x264/x265 outputs keep their input's container
+# when it is one of these; anything else becomes .mp4.
+CONTAINER_MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 
 
 @dataclass
@@ -99,7 +100,7 @@ def prepare_model(opts: UpscaleOptions) -> LoadedModel:
 
 def output_suffix(src: Path, codec: str) -> str:
     """Output suffix for a video: the input's container when it can hold ``codec``, else the codec's."""
-    if codec in ("libx264", "libx265") and src.suffix.lower() in KEEPABLE_CONTAINERS:
+    if codec in ("libx264", "libx265") and src.suffix.lower() in CONTAINER_MUXERS:
         return src.suffix.lower()
     return CODEC_SUFFIX[codec]
 
@@ -160,6 +161,7 @@ def upscale_video_file(
     from .resume import PartialState
 
     start = time.perf_counter()
+    muxer = _muxer_for(dst, opts.codec)
     info = probe_video(src)
     if not _check_output(dst, opts):
         return JobResult(str(src), "skipped", str(dst), error="output exists (done in an earlier run)")
@@ -220,7 +222,7 @@ def upscale_video_file(
                 [state.segment_path(i) for i in range(segments)],
                 tmp,
                 audio_from=src if opts.keep_audio else None,
-                format=_muxer_for(dst, opts.codec),
+                format=muxer,
             )
     except OSError as exc:
         raise OutputError(dst, f"writing failed ({exc.strerror or exc}); finished segments kept for --resume") from None
@@ -229,9 +231,15 @@ def upscale_video_file(
 
 
 def _muxer_for(dst: Path, codec: str) -> str | None:
+    """The muxer for ``dst``; OutputError, before any work, for a suffix we write no container for
+    (a .avi or .webm name would otherwise get MP4 content or fail at the first segment)."""
     if codec == "png":
         return None
-    return {".mkv": "matroska", ".mov": "mov", ".m4v": "mp4", ".mp4": "mp4"}.get(dst.suffix.lower(), "mp4")
+    muxer = CONTAINER_MUXERS.get(dst.suffix.lower())
+    if muxer is None:
+        what = f"a {dst.suffix} file" if dst.suffix else "a file without extension"
+        raise OutputError(dst, f"cannot write {codec} video as {what}; name it .mp4, .mkv, .mov or .m4v")
+    return muxer
 
 
 def _close_quietly(writer) -> None:
@@ -243,13 +251,23 @@ def _close_quietly(writer) -> None:
 
 
 def upscale_image_file(src: Path, dst: Path, model: LoadedModel, opts: UpscaleOptions) -> JobResult:
-    """Upscale one image; 16-bit inputs give 16-bit outputs. ``dst`` is written atomically."""
+    """Upscale one image; 16-bit inputs give 16-bit outputs. ``dst`` is written atomically.
+
+    An alpha channel is kept: the colours go through the model, the alpha through bicubic
+    interpolation (a restoration model is trained on pictures, not on masks).
+    """
     from .io.image import read_image, write_image
 
     start = time.perf_counter()
-    image = read_image(src)
+    image = read_image(src, keep_alpha=True)
     if not _check_output(dst, opts):
         return JobResult(str(src), "skipped", str(dst), error="output exists (done in an earlier run)")
-    out = to_integer(model.runner([image]), image.dtype)[0]
+    has_alpha = image.shape[2] in (2, 4)
+    colour = image[:, :, :-1] if has_alpha else image
+    out = to_integer(model.runner([colour]), image.dtype)[0]
+    if has_alpha:
+        alpha = to_float([image[:, :, -1:]])
+        alpha = torch.nn.functional.interpolate(alpha, scale_factor=model.scale, mode="bicubic").clamp_(0, 1)
+        out = torch.cat([out, to_integer(alpha, image.dtype)[0]], dim=2)
     write_image(dst, out)
     return JobResult(str(src), "ok", str(dst), 1, time.perf_counter() - start)

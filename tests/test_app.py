@@ -68,6 +68,28 @@ def test_video_endpoint_keeps_audio_and_shows_frame(app):
     assert Path(download).suffix == ".mp4"
 
 
+def test_video_endpoint_output_is_browser_playable_for_a_10bit_source(app, tmp_path):
+    import av
+
+    from tests.fixtures import make_video
+
+    client, _ = app
+    source = make_video(tmp_path / "ten.mp4", frames=4, width=32, height=32, pix_fmt="yuv420p10le", audio=False)
+    video, _, _ = client.predict(gradio_client.handle_file(str(source.path)), "bicubic", 2, 0, 0, api_name="/video")
+    with av.open(video["video"] if isinstance(video, dict) else video) as container:
+        assert container.streams.video[0].codec_context.pix_fmt == "yuv420p"  # High 10 does not play in browsers
+
+
+@pytest.mark.parametrize("frame", [-3, 99])
+def test_video_endpoint_clamps_the_preview_frame(app, tmp_path, frame):
+    from restore.io.samples import make_sample_video
+
+    client, _ = app
+    clip = make_sample_video(tmp_path / "c.mp4", frames=3, width=32, height=32, audio=False)
+    _, slider, _ = client.predict(gradio_client.handle_file(str(clip)), "bicubic", 2, 0, frame, api_name="/video")
+    assert _slider_images(slider)[1].shape == (64, 64, 3)
+
+
 def test_long_video_refused_with_cli_hint(app, tmp_path):
     from restore.io.samples import make_sample_video
 
@@ -110,6 +132,7 @@ def test_bad_upload_gets_one_line_message(app, tmp_path, name, endpoint, args):
         client.predict(gradio_client.handle_file(str(bad)), *args, api_name=endpoint)
     message = str(excinfo.value)
     assert name in message and "Traceback" not in message and "\n" not in message.strip()
+    assert str(tmp_path) not in message and "/gradio/" not in message, "no server paths, the file's name is enough"
 
 
 def test_inspect_endpoints_label_untrained_models(app):

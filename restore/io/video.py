@@ -299,12 +299,15 @@ class VideoReader:
             self.close()
         if not self.expect_frames:
             return
+        # the stream's own stored duration says where its last frame should be (the container's
+        # may be the audio's, which often runs longer); one frame interval of slack for rounding
+        reached_end = own_duration and last_pts is not None and (last_pts + 2 * step) * info.time_base >= end
         if info.frames is not None:
-            if decoded < info.frames:
+            # AVI counts dropped frames (empty chunks) in its header; their time slot stays a gap
+            # in the pts, so a stream whose timestamps run to its end is complete
+            if decoded < info.frames and not reached_end:
                 raise InputError(self.path, f"truncated or corrupt video: decoded {decoded} of {info.frames} frames")
-        # without a count, the video stream's own stored duration is the reference (the container's
-        # may be the audio's, which often runs longer); one frame interval of slack for its rounding
-        elif own_duration and last_pts is not None and (last_pts + 2 * step) * info.time_base < end:
+        elif own_duration and last_pts is not None and not reached_end:
             raise InputError(
                 self.path,
                 f"truncated or corrupt video: decoded {decoded} of ~{round(duration * info.fps)} frames "
@@ -640,8 +643,9 @@ def _concat_frame_folders(
         info = probe_video(audio_from)
         dropped = (info.audio_streams if copy_audio else 0) + (info.subtitle_streams if copy_subtitles else 0)
         if dropped:
+            # named by the source: ``output`` is still the temporary folder at this point
             logger.warning(
-                "%s: a folder of PNG frames cannot hold audio or subtitles; %d stream(s) dropped", output, dropped
+                "%s: a folder of PNG frames cannot hold audio or subtitles; %d stream(s) dropped", audio_from, dropped
             )
     output.mkdir(parents=True, exist_ok=True)
     frames = (frame for segment in segments for frame in sorted(segment.glob("frame_*.png")))

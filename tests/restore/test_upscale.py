@@ -124,6 +124,31 @@ def test_images_keep_their_bit_depth(tmp_path, deep):
     assert out.shape == (34, 46, 3) and out.dtype == dtype
 
 
+def test_output_redirected_to_a_file_has_no_progress_bars(clip, tmp_path, capsys):
+    out = tmp_path / "out.mp4"
+    assert cli.main(["upscale", str(clip), "-o", str(out), "--scale", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err and "\x1b" not in captured.err  # bars only on a terminal
+    assert captured.err.splitlines()[-1] == "restore: 1 ok" and captured.out == f"{out}\n"
+
+
+@pytest.mark.parametrize("channels", [2, 4])
+def test_images_keep_their_alpha_channel(tmp_path, capsys, channels):
+    import cv2
+
+    rng = np.random.default_rng(0)
+    img = (rng.random((9, 11, channels)) * 255).astype(np.uint8)
+    img[..., -1] = 200  # a uniform alpha stays uniform through interpolation
+    cv2.imwrite(str(tmp_path / "in.png"), img if channels == 4 else img[..., [0, 0, 0, 1]])
+    assert cli.main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--scale", "2", "-q"]) == 0
+    out = cv2.imread(str(tmp_path / "out.png"), cv2.IMREAD_UNCHANGED)
+    assert out.shape == (18, 22, 4) and (out[..., 3] == 200).all()
+    # a format without alpha is refused with one line naming the output
+    assert cli.main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.jpg"), "-q"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {tmp_path / 'out.jpg'}: .jpg cannot hold an alpha channel; use .png or .tif"
+
+
 def _bad_inputs(folder: Path, clip: Path) -> dict[str, str]:
     """Bad files -> a fragment the one-line error must contain."""
     (folder / "empty.mp4").write_bytes(b"")
@@ -181,6 +206,16 @@ def test_impossible_encoder_settings_stop_before_any_work(clip, tmp_path, capsys
     err = capsys.readouterr().err
     assert fragment in err and len(err.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name,what", [("o.avi", "a .avi file"), ("o.webm", "a .webm file"), ("o", "a file without extension")])
+def test_output_name_without_a_container_we_write_is_refused_up_front(clip, tmp_path, capsys, name, what):
+    # before: .avi got MP4 content under an AVI name, .webm failed at the first segment
+    assert cli.main(["upscale", str(clip), "-o", str(tmp_path / name), "-q"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"error: {tmp_path / name}: cannot write libx264 video as {what}; name it .mp4, .mkv, .mov or .m4v"
+    )
+    assert not list(tmp_path.iterdir()), "nothing written, not even partial results"
 
 
 def test_unwritable_output_folder_is_reported(clip, tmp_path):
@@ -267,8 +302,9 @@ def test_ctrl_c_keeps_state_for_resume(long_clip, tmp_path):
     report = tmp_path / "r.json"
     args = ["upscale", str(long_clip), "-o", str(out), "--codec", "ffv1", "--segment-frames", "8", "--report", str(report), "-q"]
     proc = _start_and_kill(args, out, signal.SIGINT)
-    assert proc.returncode == 130, proc.stderr
-    assert "Traceback" not in proc.stderr
+    stderr = proc.stderr.read()
+    assert proc.returncode == 130, stderr
+    assert stderr.strip() == "restore: interrupted; run the same command with --resume to continue"
     assert json.loads(report.read_text())["inputs"][0]["status"] == "interrupted"
     assert _partial_folder(out).is_dir() and not out.exists()
     assert cli.main(args[:-1] + ["--resume", "-q"]) == 0
@@ -283,3 +319,17 @@ def test_resume_with_other_settings_is_refused(long_clip, tmp_path):
     report = tmp_path / "r.json"
     assert cli.main(args + ["--resume", "--scale", "2", "--report", str(report)]) == 1
     assert "other settings (scale)" in json.loads(report.read_text())["inputs"][0]["error"]
+
+
+def test_progress_total_is_estimated_for_matroska(tmp_path):
+    from restore.batch import WorkItem, _count_frames
+
+    mkv = make_sample_video(tmp_path / "c.mkv", frames=15, width=32, height=32)  # no frame count stored
+    assert _count_frames(WorkItem(mkv, tmp_path / "o.mkv", "video")) == 15
+
+
+def test_help_texts_are_for_users():
+    top = cli.build_parser().format_help()
+    assert "_add_" not in top and "``" not in top  # not the module's developer docstring
+    upscale = cli.build_parser()._subparsers._group_actions[0].choices["upscale"].format_help()
+    assert "upscaling factor (default: 4)" in upscale

@@ -58,6 +58,21 @@ def test_alpha_is_dropped_with_a_note(tmp_path, caplog):
     assert "alpha channel dropped" in caplog.text
 
 
+@pytest.mark.parametrize("channels", [2, 4])
+@pytest.mark.parametrize("deep", [False, True])
+def test_alpha_round_trips_when_kept(tmp_path, channels, deep):
+    image = torch.from_numpy(make_frames(1, 6, 7, deep=deep)[0])
+    alpha = (torch.arange(42, dtype=torch.int32).reshape(6, 7, 1) * (1000 if deep else 5)).to(image.dtype)
+    image = torch.cat([image[:, :, : channels - 1], alpha], dim=2)
+    write_image(tmp_path / "a.png", image)
+    back = read_image(tmp_path / "a.png", keep_alpha=True)
+    if channels == 2:  # written as RGBA (OpenCV has no grey + alpha encoder)
+        assert torch.equal(back[:, :, :3], image[:, :, :1].expand(-1, -1, 3))
+    else:
+        assert torch.equal(back[:, :, :3], image[:, :, :3])
+    assert back.dtype == image.dtype and torch.equal(back[:, :, 3], image[:, :, -1])
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_exif_orientation_is_applied(tmp_path, orientation):
     stored = make_frames(1, 10, 16)[0]
@@ -75,8 +90,10 @@ def test_write_replaces_existing_file(tmp_path):
 
 
 def test_write_rejects_bad_input(tmp_path):
-    with pytest.raises(ValueError, match="16-bit images need"):
+    with pytest.raises(OutputError, match="a.jpg: 16-bit images need"):
         write_image(tmp_path / "a.jpg", torch.zeros(3, 3, 3, dtype=torch.uint16))
+    with pytest.raises(OutputError, match="a.jpg: .jpg cannot hold an alpha channel"):
+        write_image(tmp_path / "a.jpg", torch.zeros(3, 3, 4, dtype=torch.uint8))
     with pytest.raises(ValueError, match="expected"):
         write_image(tmp_path / "a.png", torch.zeros(3, 3, 3))
     with pytest.raises(OutputError, match="no-such-folder"):
