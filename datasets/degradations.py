@@ -129,9 +129,16 @@ def _stage2() -> StageConfig:
 
 @dataclass
 class FinalConfig:
-    """Resize to ``H / scale`` (``modes`` weights) + sinc filter, and JPEG, in random order."""
+    """Resize to ``H / scale`` (``modes`` weights) + sinc filter, and JPEG, in random order.
+
+    ``antialias``: low-pass the bilinear/bicubic downscale (MATLAB ``imresize``-like, as
+    ``F.interpolate(..., antialias=True)``). With every other operator off and ``modes`` =
+    ``{"bicubic": 1}`` this is the classic bicubic (BI) degradation of the SR benchmarks
+    (``restore.evaluation.bicubic_downscale``), as ``configs/oasis_s_bi_x4.yaml`` sets it.
+    """
 
     modes: dict[str, float] = field(default_factory=lambda: {"area": 1.0, "bilinear": 1.0, "bicubic": 1.0})
+    antialias: bool = False
     sinc_prob: float = 0.8
     sinc_kernel_sizes: tuple[int, ...] = _ODD_SIZES
     sinc_cutoff: Range = (math.pi / 3, math.pi)
@@ -351,7 +358,7 @@ class Degradation:
         final_jpeg = lambda y: _jpeg(y, f["jpeg"], f["quality"], t)  # noqa: E731
         if f["jpeg_first"]:
             x = final_jpeg(x)
-        x = _resize(x, target, f["mode"])
+        x = _resize(x, target, f["mode"], antialias=self.config.final.antialias)
         x = _sinc(x, f["sinc"], f["sinc_size"], f["sinc_cutoff"], t)
         if not f["jpeg_first"]:
             x = final_jpeg(x)
@@ -401,11 +408,12 @@ def _sinc(x: torch.Tensor, apply: torch.Tensor, sizes: torch.Tensor, cutoff: tor
     return x
 
 
-def _resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+def _resize(x: torch.Tensor, size: tuple[int, int], mode: str, antialias: bool = False) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
-    align = None if mode == "area" else False
-    return F.interpolate(x, size=size, mode=mode, align_corners=align).clamp(0, 1)
+    if mode == "area":  # area averages already; torch has no antialias flag for it
+        return F.interpolate(x, size=size, mode=mode).clamp(0, 1)
+    return F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=antialias).clamp(0, 1)
 
 
 def _noise(x: torch.Tensor, p: dict, frames: int, generator: torch.Generator) -> torch.Tensor:

@@ -81,7 +81,7 @@ def _run(args: list[str], monkeypatch) -> RestoreCLI:
     return RestoreCLI(args=args)
 
 
-@pytest.mark.parametrize("config", ["oasis_t_x4", "oasis_s_x4", "oasis_s_x2", "oasis_1.3b_x4"])
+@pytest.mark.parametrize("config", ["oasis_t_x4", "oasis_s_x4", "oasis_s_x2", "oasis_s_bi_x4", "oasis_1.3b_x4"])
 def test_fast_dev_run_of_every_config(config, tmp_path, monkeypatch, image_root, wan_and_videos):
     small = ["--data.init_args.batch_size=1", "--data.init_args.val_batch_size=1", "--data.init_args.num_workers=0"]
     data = {
@@ -90,6 +90,8 @@ def test_fast_dev_run_of_every_config(config, tmp_path, monkeypatch, image_root,
                        "--data.init_args.num_frames=2", *small],
         "oasis_s_x2": [f"--data.init_args.root={image_root}", "--data.init_args.val_count=1", "--data.init_args.crop_size=32",
                        "--data.init_args.num_frames=2", *small],
+        "oasis_s_bi_x4": [f"--data.init_args.root={image_root}", "--data.init_args.val_count=1", "--data.init_args.crop_size=32",
+                          "--data.init_args.num_frames=2", *small],
         # FSDP and bf16 need GPUs: the config's model and data on one CPU process
         "oasis_1.3b_x4": [f"--model.init_args.wan_path={wan_and_videos / 'wan'}", "--trainer.strategy=auto",
                           "--trainer.precision=32-true", f"--data.init_args.root={wan_and_videos / 'videos'}",
@@ -100,6 +102,12 @@ def test_fast_dev_run_of_every_config(config, tmp_path, monkeypatch, image_root,
     assert cli.trainer.state.finished and cli.trainer.global_step == 1
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
     assert torch.isfinite(cli.trainer.callback_metrics["val/psnr"])
+    if config == "oasis_s_bi_x4":  # the benchmark's degradation: LR = 8-bit antialiased bicubic of HR
+        from restore.evaluation import bicubic_downscale
+
+        hr = torch.rand(1, 2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        lr = cli.datamodule.degradation(hr, torch.Generator().manual_seed(0))
+        torch.testing.assert_close(lr, bicubic_downscale(hr, 4))
 
 
 def test_checkpoint_resume_and_export(tmp_path, monkeypatch):

@@ -139,3 +139,27 @@ def test_bad_settings_are_rejected(hr):
     bad.stage1.blur.kinds = {"box": 1.0}
     with pytest.raises(ValueError, match="unknown blur kinds"):
         Degradation(bad).sample_params(1, 1, torch.Generator())
+
+
+def _bicubic_only(antialias: bool) -> DegradationConfig:
+    """Every operator off except the final bicubic resize: the BI degradation of the SR benchmarks."""
+    from datasets.degradations import BlurConfig, FinalConfig, JpegConfig, ResizeConfig, StageConfig
+
+    def off() -> StageConfig:
+        return StageConfig(blur=BlurConfig(prob=0.0), resize=ResizeConfig(directions={"keep": 1.0}),
+                           noise=NoiseConfig(prob=0.0), jpeg=JpegConfig(prob=0.0))
+
+    return DegradationConfig(stage1=off(), stage2=off(), codec=CodecConfig(prob=0.0),
+                             final=FinalConfig(modes={"bicubic": 1.0}, antialias=antialias, sinc_prob=0.0,
+                                               jpeg=JpegConfig(prob=0.0)))
+
+
+def test_final_antialias_gives_the_benchmark_bicubic_degradation(hr):
+    lr = Degradation(_bicubic_only(antialias=True), scale=4)(hr, torch.Generator().manual_seed(0))
+    expected = F.interpolate(hr.flatten(0, 1), size=(8, 8), mode="bicubic", antialias=True).clamp(0, 1)
+    torch.testing.assert_close(lr, expected.mul(255).round().div(255).view_as(lr))
+    # without the low-pass, lines every 3rd row (above the LR Nyquist rate) alias into strong bands
+    lines = (torch.arange(48)[:, None] % 3 == 0).float().expand(1, 1, 3, 48, 48)
+    smooth = Degradation(_bicubic_only(antialias=True), scale=4)(lines, torch.Generator().manual_seed(0))
+    aliased = Degradation(_bicubic_only(antialias=False), scale=4)(lines, torch.Generator().manual_seed(0))
+    assert smooth.std() < 0.05 and aliased.std() > 0.2
