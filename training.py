@@ -44,6 +44,8 @@ class ModelCard(Callback):
             "architecture": by_class.get(type(net).__name__, type(net).__name__.lower()),
             "config": net.config_dict(),
             "scale": int(getattr(net, "scale", 1)),
+            # the registry preset the run started from (e.g. RAT's `preset`): export takes its task
+            "preset": pl_module.hparams.get("preset"),
             "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
             "run_config": self.run_config,
         }

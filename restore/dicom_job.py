@@ -150,6 +150,11 @@ class SeriesRunner:
                                  output_series_uid=uid, files=self._records(job, "processed", final))
         if self.config.dry_run:
             return SeriesOutcome(job.series_id, "planned", files=self._records(job, "planned", None))
+        first = job.stacks[0].first
+        if reason := self.processor.unsupported(first.modality, first.samples_per_pixel):
+            return SeriesOutcome(job.series_id, "skipped", reason, files=[
+                asdict(FileRecord(str(i.ref), "skipped", reason, "unsupported", job.series_id)) for i in job.instances
+            ])
         start = time.perf_counter()
         partial = outdir / f".{job.series_id}.partial"
         shutil.rmtree(partial, ignore_errors=True)  # left by a crashed run
@@ -248,7 +253,7 @@ def run_dicom_job(config: DicomJobConfig, log: Callable[[str], None] = print) ->
     from restore.devices import resolve_device
     from restore.dicom.processing import ProcessingConfig, build_processor, choose_model
 
-    choice = choose_model(config.task, config.model)
+    choice = choose_model(config.task, config.model, config.weights)
     found = discover(config.inputs)
     jobs = series_jobs(found)
     _check_outdir(config, jobs)

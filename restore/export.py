@@ -22,12 +22,15 @@ from .registry import PRESET_FAMILIES, sha256_of
 CARD_KEY = "restore_card"
 
 
-def _default_task(architecture: str, path: Path) -> str:
+def _default_task(architecture: str, preset: str | None, path: Path) -> str:
+    """The task of the preset the run started from, else the one task of the architecture's presets."""
     try:
         presets = importlib.import_module(PRESET_FAMILIES[architecture]).PRESETS
     except (KeyError, ImportError, AttributeError):
         presets = {}
-    tasks = {preset["task"] for preset in presets.values()}
+    if preset in presets:
+        return presets[preset]["task"]
+    tasks = {p["task"] for p in presets.values()}
     if len(tasks) != 1:
         raise InputError(path, f"cannot tell the task of a {architecture!r} model: pass --task")
     return tasks.pop()
@@ -47,7 +50,8 @@ def _write_atomically(path: Path, write) -> None:
 def export_checkpoint(ckpt: str | Path, out: str | Path, *, name: str | None = None, task: str | None = None) -> Path:
     """Write ``out`` (``.safetensors``) with the network weights of ``ckpt`` and the card beside it -> card path.
 
-    ``name`` defaults to the stem of ``out``; ``task`` to the task of the architecture's presets.
+    ``name`` defaults to the stem of ``out``; ``task`` to the task of the preset the run started
+    from, or of the architecture's presets when they all share one.
     """
     ckpt, out = Path(ckpt), Path(out)
     if out.suffix != ".safetensors":
@@ -64,6 +68,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, *, name: str | None = N
     state = {k[len("net."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
     if not state:
         raise InputError(ckpt, "no network weights (keys starting with 'net.') in its state_dict")
+    task = task or _default_task(info["architecture"], info.get("preset"), ckpt)  # before anything is written
 
     from safetensors.torch import save_file
 
@@ -73,7 +78,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, *, name: str | None = N
     card = {
         "name": name or out.stem,
         "architecture": info["architecture"],
-        "task": task or _default_task(info["architecture"], ckpt),
+        "task": task,
         "scale": int(info["scale"]),
         "config": info["config"],
         "weights": out.name,

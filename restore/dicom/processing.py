@@ -75,7 +75,8 @@ class SliceProcessor:
     """Apply ``model`` to slices in physical units.
 
     ``model``: ``nn.Module`` in eval mode, ``forward(x)`` or ``forward(x, regions=...)`` on
-    ``(B, C, h, w)``; ``scale``: its output/input size ratio; ``uses_regions``: pass a partition.
+    ``(B, C, h, w)``; ``scale``: its output/input size ratio; ``uses_regions``: pass a partition;
+    ``in_channels``: the channels the model takes (None: any, e.g. the classical baselines).
     """
 
     def __init__(
@@ -86,6 +87,7 @@ class SliceProcessor:
         card: dict | None = None,
         config: ProcessingConfig = ProcessingConfig(),
         uses_regions: bool = False,
+        in_channels: int | None = None,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
     ):
@@ -94,8 +96,21 @@ class SliceProcessor:
         self.card = card or {}
         self.config = config
         self.uses_regions = uses_regions
+        self.in_channels = in_channels
         self.device = torch.device(device)
         self.dtype = dtype
+
+    def unsupported(self, modality: str, channels: int) -> str | None:
+        """Why slices of ``modality`` with ``channels`` samples per pixel cannot be processed, or None.
+
+        Checked once per series before any pixel is read, so that a folder mixing modalities
+        skips the series the model cannot take (one line each) instead of aborting the job.
+        """
+        if self.in_channels is not None and channels != self.in_channels:
+            return f"unsupported by the model: it takes {self.in_channels}-channel slices, the series has {channels}"
+        if self.uses_regions and self.config.regions == "hu" and (modality != "CT" or channels != 1):
+            return f"unsupported region partition: 'hu' needs single-channel CT, the series is {modality} ({channels} channel(s))"
+        return None
 
     def __call__(self, frames: np.ndarray, units: str, modality: str = "") -> np.ndarray:
         """``(N, H, W)`` or ``(N, H, W, 3)`` float32 in ``units`` -> ``(N, sH, sW[, 3])`` float32 in ``units``."""
@@ -170,8 +185,9 @@ class ModelChoice:
     description: str
 
 
-def choose_model(task: str, name: str | None) -> ModelChoice:
-    """The model for ``task``: ``name`` if given, else a shipped default, else the task's baseline."""
+def choose_model(task: str, name: str | None, weights: str | None = None) -> ModelChoice:
+    """The model for ``task``: ``name`` if given, else a shipped default, else the task's baseline;
+    ``weights`` (user weights for ``name``) only changes the description."""
     from restore.registry import DEFAULT_VIDEO_MODEL, default_model, get_entry
 
     if task not in TASK_SCALES:
@@ -181,7 +197,8 @@ def choose_model(task: str, name: str | None) -> ModelChoice:
         name = BASELINE_MODELS[task] if shipped == DEFAULT_VIDEO_MODEL else shipped
     entry = get_entry(name)
     baseline = entry.source == "built-in"
-    description = BASELINE_DESCRIPTIONS.get(name, f"{entry.architecture} model ({entry.source})")
+    source = f"weights {Path(weights).name}" if weights else entry.source
+    description = BASELINE_DESCRIPTIONS.get(name, f"{entry.architecture} model ({source})")
     return ModelChoice(name, baseline, description)
 
 
@@ -203,11 +220,14 @@ def build_processor(
     model = load_model(choice.name, weights, scale=scale if "scale" in entry.config else None, device=device, dtype=dtype)
     if int(getattr(model, "scale", 1)) != scale:
         raise ModelError(weights, f"model {choice.name!r} is x{getattr(model, 'scale', 1)}, task {task} needs x{scale}")
+    # networks of models/ describe themselves (config_dict); the classical baselines take any channels
+    in_channels = model.config_dict().get("in_channels") if hasattr(model, "config_dict") else None
     if entry.task == "video-sr":
         model = _ImageAdapter(model)
     card = entry.card
     if weights is not None and (side := Path(weights).with_suffix(".json")).is_file():
         card = read_card(side)
     return SliceProcessor(
-        model, scale=scale, card=card, config=config, uses_regions=entry.architecture == "rat", device=device, dtype=dtype
+        model, scale=scale, card=card, config=config, uses_regions=entry.architecture == "rat",
+        in_channels=in_channels, device=device, dtype=dtype,
     )

@@ -161,3 +161,23 @@ def test_config_fast_dev_run(config, tmp_path, monkeypatch, paired_folders, mr_f
         "rat_t.yaml": [f"--data.init_args.dicom_dir={ct_folder}", "--data.init_args.partition.grid_size=8"],
     }[config]
     _fast_dev_run(config, data, tmp_path, monkeypatch)
+
+
+def test_rat_recipe_fit_export_and_use_in_restore_dicom(tmp_path, monkeypatch, ct_folder):
+    """The documented flow: `restore train fit` (a few steps, no validation reached) leaves a
+    last.ckpt under the recipe's runs/ folder, `restore train export` turns it into weights + card,
+    and `restore dicom --model rat-t --weights` uses them (the RAT recipes used to save no checkpoint)."""
+    from cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["restore"])
+    assert main(["train", "fit", "--config", str(CONFIGS / "rat_t.yaml"), f"--data.init_args.dicom_dir={ct_folder}",
+                 "--data.init_args.partition.grid_size=8", "--trainer.max_steps=2",
+                 "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]) == 0
+    (last,) = (tmp_path / "runs" / "rat_t").rglob("last.ckpt")
+    weights = tmp_path / "rat-mine.safetensors"
+    assert main(["train", "export", "--ckpt", str(last), "--out", str(weights)]) == 0
+    assert main(["dicom", str(ct_folder), "-o", str(tmp_path / "out"), "--task", "ct-denoise", "--model", "rat-t",
+                 "--weights", str(weights), "--regions", "hu", "-q"]) == 0
+    derived = [pydicom.dcmread(p) for p in sorted((tmp_path / "out").rglob("*.dcm"))]
+    assert len(derived) == 3 and all(np.isfinite(d.pixel_array).all() for d in derived)

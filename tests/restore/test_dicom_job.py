@@ -160,3 +160,33 @@ def test_dry_run_writes_nothing(tmp_path, mixed_inputs):
     assert not out.exists()
     data = json.loads(report.read_text())
     assert {s["status"] for s in data["series"]} == {"planned"} and data["model"]["name"] == "nlm"
+
+
+def test_series_a_region_model_cannot_take_are_skipped_and_the_rest_processed(tmp_path, mixed_inputs):
+    """A 1-channel RAT with HU regions on a mixed folder: CT is processed, MR (not HU) and RGB
+    (3 channels) series are skipped with a one-line reason, exit code 2 (used to abort the job)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from models.rat import PRESETS, RAT
+
+    inputs, ct_uid = mixed_inputs
+    weights = tmp_path / "rat.safetensors"
+    save_file(RAT.from_config(PRESETS["rat-t"]["config"]).state_dict(), str(weights))
+    out, report_path = tmp_path / "out", tmp_path / "r.json"
+    code = run([*inputs, "-o", out, "--task", "ct-denoise", "--model", "rat-t", "--weights", weights,
+                "--regions", "hu", "-q", "--report", report_path])
+    assert code == 2
+    report = json.loads(report_path.read_text())
+    assert report["model"]["description"] == "rat model (weights rat.safetensors)"
+    by_status = {}
+    for s in report["series"]:
+        by_status.setdefault(s["status"], []).append(s)
+    assert [s["input_series_uid"] for s in by_status["processed"]] == [ct_uid]
+    reasons = {s["modality"]: s["reason"] for s in by_status["skipped"]}
+    assert "'hu' needs single-channel CT" in reasons["MR"]
+    assert any("takes 1-channel slices, the series has 3" in r for r in reasons.values())
+    status = {Path(f["path"]).name: (f["status"], f["kind"]) for f in report["files"]}
+    assert status["mr_j2k"] == status["rgb_rle"] == ("skipped", "unsupported")
+    assert len(list(out.rglob("*.dcm"))) == 3 and torch.isfinite(torch.tensor(
+        pydicom.dcmread(next(out.rglob("*.dcm"))).pixel_array.astype("float32"))).all()

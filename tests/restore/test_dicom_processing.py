@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from restore.dicom.processing import ProcessingConfig, build_processor, choose_model
+from restore.dicom.processing import ProcessingConfig, SliceProcessor, build_processor, choose_model
 
 
 def test_identity_round_trips_hu_through_overlapping_windows():
@@ -34,3 +34,18 @@ def test_sr_task_needs_an_x2_model():
 
     with pytest.raises(ModelError, match="x1"):
         build_processor("sr-x2", choose_model("sr-x2", "identity"))
+
+
+def test_unsupported_names_why_a_series_cannot_be_processed():
+    from torch import nn
+
+    rat = SliceProcessor(nn.Identity(), scale=1, config=ProcessingConfig(regions="hu"), uses_regions=True,
+                         in_channels=1)
+    assert rat.unsupported("CT", 1) is None
+    assert "'hu' needs single-channel CT" in rat.unsupported("MR", 1)
+    assert "takes 1-channel slices, the series has 3" in rat.unsupported("US", 3)
+    slic = SliceProcessor(nn.Identity(), scale=1, config=ProcessingConfig(regions="slic"), uses_regions=True,
+                          in_channels=1)
+    assert slic.unsupported("MR", 1) is None
+    # the classical baselines take any modality and channel count
+    assert build_processor("mr-denoise", choose_model("mr-denoise", None)).unsupported("US", 3) is None
