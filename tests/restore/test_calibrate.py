@@ -1,5 +1,4 @@
 import csv
-import importlib
 import json
 import math
 
@@ -89,8 +88,6 @@ def test_folder_clips_errors_name_the_file(tmp_path):
 
 
 def test_cli_calibrate_heads_on_a_tiny_oasis(tmp_path, capsys):
-    if not hasattr(importlib.import_module("models.oasis"), "OASIS"):
-        pytest.skip("models.oasis.OASIS not available yet")
     from cli import main
 
     config = {"heads": 2, "head_dim": 8, "layers": 2, "ffn_dim": 16, "decoder_channels": 8, "decoder_blocks": 1}
