@@ -430,7 +430,7 @@ def build_ui(config: DemoConfig | None = None):
                     o_name = gr.Dropdown(oasis_presets, value="oasis-t" if "oasis-t" in oasis_presets else None, label="OASIS preset")
                     o_weights = gr.File(label="weights (optional, .safetensors)", type="filepath")
                     o_run = gr.Button("Attention-routing map")
-                    o_map = gr.Image(label="layers x heads: group colour, KL (nats)", type="filepath")
+                    o_map = gr.Image(label="routing map", show_label=False, type="filepath")  # the PNG carries its own title
                     o_text = gr.Markdown()
                 with gr.Column():
                     with gr.Row():
