@@ -160,6 +160,8 @@ def _add_dicom_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", metavar="PATH", help="write the JSON report of every input file here")
     p.add_argument("--dry-run", action="store_true", help="discover and report only; load no model, write nothing")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--modalities", default="task", help="series to process: task (CT for ct-denoise, MR for "
+                   "mr-denoise, any for sr-x2), any, or a list such as CT,MR; others are reported as skipped")
     p.add_argument("--tile", type=int, default=512, help="sliding-window size in pixels")
     p.add_argument("--batch-size", type=int, default=4, help="slices (and windows) per model call")
     p.add_argument("--devices", type=int, default=1, help="processes per node; >1 runs Lightning DDP, series per rank")
@@ -179,6 +181,7 @@ def _run_dicom(args: argparse.Namespace) -> int:
         weights=args.weights, regions=args.regions, sam_checkpoint=args.sam_checkpoint, resume=args.resume,
         report=Path(args.report) if args.report else None, dry_run=args.dry_run, device=args.device,
         tile=args.tile, batch_size=args.batch_size, quiet=args.quiet, devices=args.devices, num_nodes=args.num_nodes,
+        modalities=args.modalities,
     )
     try:
         return run_dicom_job(config).exit_code

@@ -58,6 +58,7 @@ class DicomJobConfig:
     quiet: bool = False
     devices: int = 1
     num_nodes: int = 1
+    modalities: str = "task"  # "task": the task's modalities (CT for ct-denoise, MR for mr-denoise); "any"; "CT,MR"
 
 
 @dataclass
@@ -139,7 +140,7 @@ class SeriesRunner:
     def __call__(self, job: SeriesJob, on_slices: Callable[[int], None] = lambda n: None) -> SeriesOutcome:
         from pydicom.uid import generate_uid
 
-        from restore.dicom.processing import TASK_SCALES
+        from restore.dicom.processing import TASK_SCALES, allowed_modalities
         from restore.dicom.writer import Derivation, derive, encode_stored, write_verified
 
         outdir = self.config.outdir
@@ -148,9 +149,15 @@ class SeriesRunner:
             on_slices(job.slices)
             return SeriesOutcome(job.series_id, "resumed", "complete output of an earlier run verified",
                                  output_series_uid=uid, files=self._records(job, "processed", final))
+        first = job.stacks[0].first
+        allowed = allowed_modalities(self.config.task, self.config.modalities)
+        if allowed is not None and first.modality not in allowed:
+            reason = f"modality {first.modality or 'unknown'} is not processed by --task {self.config.task} (see --modalities)"
+            return SeriesOutcome(job.series_id, "excluded", reason, files=[
+                asdict(FileRecord(str(i.ref), "skipped", reason, "modality", job.series_id)) for i in job.instances
+            ])
         if self.config.dry_run:
             return SeriesOutcome(job.series_id, "planned", files=self._records(job, "planned", None))
-        first = job.stacks[0].first
         if reason := self.processor.unsupported(first.modality, first.samples_per_pixel):
             return SeriesOutcome(job.series_id, "skipped", reason, files=[
                 asdict(FileRecord(str(i.ref), "skipped", reason, "unsupported", job.series_id)) for i in job.instances

@@ -26,6 +26,17 @@ import torch
 from torch import nn
 
 TASK_SCALES: dict[str, int] = {"ct-denoise": 1, "mr-denoise": 1, "sr-x2": 2}
+# Modalities a task processes by default (None: any); `--modalities any|LIST` overrides.
+TASK_MODALITIES: dict[str, tuple[str, ...] | None] = {"ct-denoise": ("CT",), "mr-denoise": ("MR",), "sr-x2": None}
+
+
+def allowed_modalities(task: str, spec: str = "task") -> tuple[str, ...] | None:
+    """``spec``: ``task`` (the task's own modalities), ``any``, or a comma list such as ``CT,MR``."""
+    if spec == "task":
+        return TASK_MODALITIES[task]
+    if spec == "any":
+        return None
+    return tuple(m.strip().upper() for m in spec.split(",") if m.strip())
 # honest baselines, used until a shipped model card marks a trained model "default" for the task
 BASELINE_MODELS: dict[str, str] = {"ct-denoise": "nlm", "mr-denoise": "nlm", "sr-x2": "bicubic"}
 BASELINE_DESCRIPTIONS: dict[str, str] = {

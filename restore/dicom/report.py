@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field
 
 # series statuses: processed (written and verified now), resumed (verified output of an earlier
 # run kept), skipped (nothing usable), failed (writing or verification failed), planned (--dry-run)
-SERIES_STATUSES = ("processed", "resumed", "skipped", "failed", "planned")
+# "excluded": left out by the task's modality filter (not asked for; does not change the exit code)
+SERIES_STATUSES = ("processed", "resumed", "skipped", "excluded", "failed", "planned")
 
 
 @dataclass

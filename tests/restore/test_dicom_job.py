@@ -67,7 +67,8 @@ def test_mixed_folder_identity_round_trip(tmp_path, mixed_inputs, capsys):
     inputs, ct_uid = mixed_inputs
     before = hashes(inputs)
     out, report_path = tmp_path / "out", tmp_path / "report.json"
-    code = run([*inputs, "-o", out, "--task", "ct-denoise", "--model", "identity", "--report", report_path])
+    code = run([*inputs, "-o", out, "--task", "ct-denoise", "--model", "identity", "--modalities", "any",
+                "--report", report_path])
     console = capsys.readouterr()
     assert code == 2  # the truncated MR file is image data that could not be processed
     assert hashes(inputs) == before  # inputs byte-identical
@@ -124,7 +125,7 @@ def test_mixed_folder_identity_round_trip(tmp_path, mixed_inputs, capsys):
 def test_resume_keeps_verified_series_and_redoes_broken_ones(tmp_path, mixed_inputs):
     inputs, ct_uid = mixed_inputs
     out = tmp_path / "out"
-    args = [*inputs, "-o", out, "--task", "ct-denoise", "--model", "identity", "-q"]
+    args = [*inputs, "-o", out, "--task", "ct-denoise", "--model", "identity", "--modalities", "any", "-q"]
     assert run(args) == 2
     assert run(args) == 1  # existing outputs without --resume: refused, nothing touched
     report = tmp_path / "r.json"
@@ -159,7 +160,9 @@ def test_dry_run_writes_nothing(tmp_path, mixed_inputs):
     assert run([*inputs, "-o", out, "--task", "mr-denoise", "--dry-run", "-q", "--report", report]) == 2
     assert not out.exists()
     data = json.loads(report.read_text())
-    assert {s["status"] for s in data["series"]} == {"planned"} and data["model"]["name"] == "nlm"
+    status = {s["status"] for s in data["series"] if s["modality"] == "MR"}
+    assert status == {"planned"} and data["model"]["name"] == "nlm"
+    assert {s["status"] for s in data["series"] if s["modality"] != "MR"} == {"excluded"}
 
 
 def test_series_a_region_model_cannot_take_are_skipped_and_the_rest_processed(tmp_path, mixed_inputs):
@@ -175,7 +178,7 @@ def test_series_a_region_model_cannot_take_are_skipped_and_the_rest_processed(tm
     save_file(RAT.from_config(PRESETS["rat-t"]["config"]).state_dict(), str(weights))
     out, report_path = tmp_path / "out", tmp_path / "r.json"
     code = run([*inputs, "-o", out, "--task", "ct-denoise", "--model", "rat-t", "--weights", weights,
-                "--regions", "hu", "-q", "--report", report_path])
+                "--regions", "hu", "--modalities", "any", "-q", "--report", report_path])
     assert code == 2
     report = json.loads(report_path.read_text())
     assert report["model"]["description"] == "rat model (weights rat.safetensors)"
@@ -190,3 +193,28 @@ def test_series_a_region_model_cannot_take_are_skipped_and_the_rest_processed(tm
     assert status["mr_j2k"] == status["rgb_rle"] == ("skipped", "unsupported")
     assert len(list(out.rglob("*.dcm"))) == 3 and torch.isfinite(torch.tensor(
         pydicom.dcmread(next(out.rglob("*.dcm"))).pixel_array.astype("float32"))).all()
+
+
+def test_a_task_processes_its_own_modality_and_excludes_the_others(tmp_path, mixed_inputs):
+    """ct-denoise on a mixed folder: CT series are processed; MR/US/other series are reported as
+    excluded (not asked for), which alone does not make the exit code non-zero."""
+    inputs, ct_uid = mixed_inputs
+    out, report_path = tmp_path / "out", tmp_path / "r.json"
+    run([*inputs, "-o", out, "--task", "ct-denoise", "--model", "identity", "-q", "--report", report_path])
+    report = json.loads(report_path.read_text())
+    processed = [s for s in report["series"] if s["status"] == "processed"]
+    assert [s["input_series_uid"] for s in processed] == [ct_uid]
+    excluded = [s for s in report["series"] if s["status"] == "excluded"]
+    assert excluded and all(s["modality"] != "CT" for s in excluded)
+    assert all("not processed by --task ct-denoise" in s["reason"] for s in excluded)
+    status = {Path(f["path"]).name: (f["status"], f["kind"]) for f in report["files"]}
+    assert status["mr_j2k"] == ("skipped", "modality")
+    ct_only = tmp_path / "ct_only"
+    ct_only.mkdir()
+    for f in report["files"]:
+        if f["status"] == "processed":
+            shutil.copy(f["path"], ct_only / Path(f["path"]).name)
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(get_testdata_file("MR_small.dcm"), other / "mr")
+    assert run([ct_only, other, "-o", tmp_path / "out2", "--task", "ct-denoise", "--model", "identity", "-q"]) == 0
