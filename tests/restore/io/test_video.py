@@ -376,3 +376,25 @@ def test_avi_with_a_dropped_frame_is_complete(tmp_path):
     cut = truncate(tmp_path / "gap.avi", 0.95, tmp_path / "cut.avi")
     with pytest.raises(InputError, match=r"truncated or corrupt video: decoded [0-4] of 6 frames"):
         list(VideoReader(cut))
+
+
+def test_libx265_tiny_frames_do_not_corrupt_the_heap(tmp_path):
+    """x265's AVX2 kernels (as bundled with PyAV) crash on 48x48 frames; the writer avoids them there.
+
+    In a subprocess: heap corruption aborts the process instead of failing an assertion.
+    """
+    import subprocess
+    import sys
+
+    code = f"""
+from fractions import Fraction
+import torch
+from restore.io.video import VideoWriter
+for rep in range(10):
+    with VideoWriter({str(tmp_path / "tiny.mp4")!r}, width=48, height=48, fps=Fraction(25),
+                     time_base=Fraction(1, 25), codec="libx265") as writer:
+        for i in range(4):
+            writer.write(torch.randint(0, 255, (48, 48, 3), dtype=torch.uint8), i)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-500:]
