@@ -25,7 +25,6 @@ def test_assign_gives_whole_jobs_to_balanced_ranks_without_repeats():
     assert ranks == [[0, 1], [3, 4, 2]]  # loads 6 and 6
 
 
-@pytest.mark.slow  # ~25 s: two fresh Python processes import torch, Lightning and MONAI
 def test_two_process_ddp_processes_every_series_once(tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
