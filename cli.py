@@ -45,7 +45,6 @@ def _add_upscale_command(sub: argparse._SubParsersAction) -> None:
 def _run_upscale(args: argparse.Namespace) -> int:
     from restore.batch import run_batch
     from restore.engine.runner import DEFAULT_MAX_PIXELS
-    from restore.errors import RestoreError
     from restore.jobs import UpscaleOptions
     from restore.registry import default_model
 
@@ -69,12 +68,7 @@ def _run_upscale(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         segment_frames=args.segment_frames,
     )
-    try:
-        report = run_batch(args.inputs, args.output, opts, report_path=args.report, quiet=args.quiet)
-    except (RestoreError, ValueError) as exc:
-        print(f"restore: error: {exc}", file=sys.stderr)
-        return 1
-    return report.exit_code()
+    return run_batch(args.inputs, args.output, opts, report_path=args.report, quiet=args.quiet).exit_code()
 
 
 def _add_models_command(sub: argparse._SubParsersAction) -> None:
@@ -125,13 +119,7 @@ def _run_bench(args: argparse.Namespace) -> int:
 
     from restore.bench import machine_summary
 
-    from restore.errors import RestoreError
-
-    try:
-        results = importlib.import_module(args.bench_module).run(args)
-    except (RestoreError, ValueError) as exc:
-        print(f"restore: error: {exc}", file=sys.stderr)
-        return 1
+    results = importlib.import_module(args.bench_module).run(args)
     results = {"machine": machine_summary(), "command": "restore " + " ".join(sys.argv[1:]), **results}
     print(json.dumps(results, indent=2, default=str))
     if args.json:
@@ -174,7 +162,6 @@ def _run_dicom(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from restore.dicom_job import DicomJobConfig, run_dicom_job
-    from restore.errors import RestoreError
 
     config = DicomJobConfig(
         inputs=[Path(p) for p in args.inputs], outdir=Path(args.output), task=args.task, model=args.model,
@@ -183,11 +170,7 @@ def _run_dicom(args: argparse.Namespace) -> int:
         tile=args.tile, batch_size=args.batch_size, quiet=args.quiet, devices=args.devices, num_nodes=args.num_nodes,
         modalities=args.modalities,
     )
-    try:
-        return run_dicom_job(config).exit_code
-    except (RestoreError, ValueError) as exc:
-        print(f"restore: error: {exc}", file=sys.stderr)
-        return 1
+    return run_dicom_job(config).exit_code
 
 
 def _add_calibrate_heads_command(sub: argparse._SubParsersAction) -> None:
@@ -218,20 +201,15 @@ def _add_calibrate_heads_command(sub: argparse._SubParsersAction) -> None:
 def _run_calibrate_heads(args: argparse.Namespace) -> int:
     from restore.calibrate import ClipOptions, calibrate_heads, load_clips, load_network
     from restore.devices import resolve_device, resolve_precision
-    from restore.errors import RestoreError
 
-    try:
-        width, height = (int(x) for x in args.size.lower().split("x"))
-        device = resolve_device(args.device)
-        model = load_network(args.config, args.weights).to(device=device, dtype=resolve_precision(args.precision, device))
-        clips = load_clips(args.clips, ClipOptions(args.frames, height, width, args.num_clips, args.seed))
-        outputs = calibrate_heads(
-            model, clips, args.out, queries_per_clip=args.queries, global_budget=args.global_budget,
-            thresholds={"window": args.kl_window, "intra": args.kl_intra}, seed=args.seed,
-        )
-    except (RestoreError, ValueError) as exc:
-        print(f"restore: error: {exc}", file=sys.stderr)
-        return 1
+    width, height = (int(x) for x in args.size.lower().split("x"))
+    device = resolve_device(args.device)
+    model = load_network(args.config, args.weights).to(device=device, dtype=resolve_precision(args.precision, device))
+    clips = load_clips(args.clips, ClipOptions(args.frames, height, width, args.num_clips, args.seed))
+    outputs = calibrate_heads(
+        model, clips, args.out, queries_per_clip=args.queries, global_budget=args.global_budget,
+        thresholds={"window": args.kl_window, "intra": args.kl_intra}, seed=args.seed,
+    )
     totals = {g: sum(c[g] for c in outputs.counts) for g in ("global", "intra", "window")}
     print(f"{outputs.routing}: {len(outputs.counts)} layers, heads " + ", ".join(f"{n} {g}" for g, n in totals.items()))
     print(f"per-head statistics: {outputs.csv}; heat map: {outputs.heatmap}")
@@ -249,14 +227,9 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from restore.errors import RestoreError
     from training import main as train_main
 
-    try:
-        return train_main(args.args)
-    except RestoreError as exc:
-        print(f"restore: error: {exc}", file=sys.stderr)
-        return 1
+    return train_main(args.args)
 
 
 def _add_ui_command(sub: argparse._SubParsersAction) -> None:
@@ -303,7 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    from restore.errors import RestoreError
+
+    try:
+        return int(args.func(args) or 0)
+    except (RestoreError, ValueError) as exc:  # bad input or settings: one line, no traceback
+        print(f"restore: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
