@@ -32,7 +32,9 @@ from torch.utils.data import DataLoader, Dataset
 from models.rat.partitions import PartitionCache, PartitionConfig
 from restore.errors import InputError
 
-from .medical import add_rician_noise, bicubic_downsample, kspace_downsample, simulate_low_dose_ct
+from .medical import (
+    add_rician_noise, bicubic_downsample, image_as_slice, kspace_downsample, random_phantom, simulate_low_dose_ct,
+)
 
 DEGRADATIONS = ("low_dose_ct", "rician", "kspace", "bicubic")
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
@@ -45,13 +47,15 @@ class Degradation:
     ``low_dose_ct``: ``dose_fraction`` of incident flux ``i0`` (photons per bin per view) plus
     ``electronic_noise`` (counts); ``rician``: ``rician_sigma`` as a fraction of the slice's 99.5th
     percentile; ``kspace`` (MR) and ``bicubic`` (pathology): downsampling by ``scale``.
+    ``dose_fraction`` and ``rician_sigma`` take a value or a ``[low, high]`` range drawn uniformly
+    for each degraded slice (a denoiser trained on a range is not tied to one noise level).
     """
 
     kind: str
-    dose_fraction: float = 0.25
+    dose_fraction: float | tuple[float, float] = 0.25
     i0: float = 1e5
     electronic_noise: float = 10.0
-    rician_sigma: float = 0.05
+    rician_sigma: float | tuple[float, float] = 0.05
     scale: int = 1
 
     def __post_init__(self):
@@ -60,13 +64,34 @@ class Degradation:
 
     def __call__(self, clean: np.ndarray, rng: np.random.Generator, pixel_size_mm: float | None) -> np.ndarray:
         if self.kind == "low_dose_ct":
-            return simulate_low_dose_ct(clean, self.dose_fraction, rng, i0=self.i0,
+            return simulate_low_dose_ct(clean, _draw(self.dose_fraction, rng), rng, i0=self.i0,
                                         electronic_noise=self.electronic_noise, pixel_size_mm=pixel_size_mm or 0.7)
         if self.kind == "rician":
-            return add_rician_noise(clean, self.rician_sigma * float(np.percentile(clean, 99.5)), rng)
+            return add_rician_noise(clean, _draw(self.rician_sigma, rng) * float(np.percentile(clean, 99.5)), rng)
         if self.kind == "kspace":
             return kspace_downsample(clean, self.scale)
         return bicubic_downsample(clean, self.scale)
+
+
+def _draw(value: float | tuple[float, float], rng: np.random.Generator) -> float:
+    return float(value) if np.isscalar(value) else float(rng.uniform(*value))
+
+
+@dataclass
+class SyntheticSlices:
+    """Clean slices made rather than read, added to the real ones of a ``DicomDataModule``.
+
+    ``phantoms``: random ellipse phantoms in HU (``datasets.medical.random_phantom``; CT only);
+    ``image_dir``: natural images (recursively, the first ``max_images`` in name order, all if
+    None) as attenuation maps for CT or magnitude images for MR (``image_as_slice``). All are
+    ``size x size`` pixels of ``pixel_size_mm`` (the CT simulation's ray lengths).
+    """
+
+    phantoms: int = 0
+    image_dir: str | None = None
+    max_images: int | None = None
+    size: int = 256
+    pixel_size_mm: float = 1.4
 
 
 @dataclass
@@ -260,25 +285,68 @@ class PairedDicomDataModule(MedicalDataModule):
 
 
 class DicomDataModule(MedicalDataModule):
-    """One DICOM folder of clean slices with a simulated degradation (``Degradation`` fields):
-    low-dose CT, MR Rician noise or MR k-space truncation (``scale``)."""
+    """DICOM folders of clean slices with a simulated degradation (``Degradation`` fields):
+    low-dose CT, MR Rician noise or MR k-space truncation (``scale``).
 
-    def __init__(self, dicom_dir: str, degradation: dict | None = None, **kwargs):
+    ``dicom_dir``: a folder or file, or a list of them. ``realizations``: independent degradations
+    of every clean slice (few real slices still give many noise draws). ``synthetic``: made-up
+    clean slices added to the real ones (``SyntheticSlices``), in the units of the real series.
+    """
+
+    def __init__(self, dicom_dir: str | list[str], degradation: dict | None = None, realizations: int = 1,
+                 synthetic: SyntheticSlices | None = None, **kwargs):
         self.degradation = Degradation(**(degradation or {"kind": "low_dose_ct"}))
         super().__init__(scale=self.degradation.scale, **kwargs)
+        if realizations < 1:
+            raise ValueError(f"realizations must be >= 1, got {realizations}")
         self.dicom_dir = dicom_dir
+        self.realizations = realizations
+        self.synthetic = synthetic or SyntheticSlices()
 
     def sources(self) -> list[SliceSource]:
+        folders = [self.dicom_dir] if isinstance(self.dicom_dir, str) else list(self.dicom_dir)
+        real = [s for folder in folders for s in _dicom_slices(folder)]
+        units = real[0][1].units
+        clean: list[tuple[str, Callable[[], np.ndarray], float | None]] = [
+            (key, (lambda ref=ref: _read_slice(ref)), (series.first.pixel_spacing or (None,))[0])
+            for key, series, ref in real
+        ]
+        clean += self._synthetic(units)
+        simulation = f"{self.degradation}/{self.seed}"
         out = []
-        for key, series, ref in _dicom_slices(self.dicom_dir):
-            spacing = (series.first.pixel_spacing or (None,))[0]
+        for key, read, spacing in clean:
+            for r in range(self.realizations):
+                name = key if self.realizations == 1 else f"{key}#{r}"
 
-            def load(ref=ref, key=key, spacing=spacing):
-                clean = _read_slice(ref)
-                return self.degradation(clean, self._rng(key), spacing), clean
+                def load(read=read, name=name, spacing=spacing):
+                    image = read()
+                    return self.degradation(image, self._rng(name), spacing), image
 
-            out.append(SliceSource(key, load, series.units, f"{self.degradation}/{self.seed}"))
+                out.append(SliceSource(name, load, units, simulation))
         return out
+
+    def _synthetic(self, units: str) -> list[tuple[str, Callable[[], np.ndarray], float]]:
+        cfg = self.synthetic
+        if cfg.phantoms and units != "HU":
+            raise ValueError(f"synthetic phantoms are CT (HU) slices; {self.dicom_dir} holds {units} images")
+        made = [(f"phantom/{i:05d}", (lambda i=i: random_phantom(cfg.size, self._rng(f"phantom/{i}"))), cfg.pixel_size_mm)
+                for i in range(cfg.phantoms)]
+        if cfg.image_dir:
+            import cv2
+
+            files = sorted(p for p in Path(cfg.image_dir).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise InputError(cfg.image_dir, f"no images ({', '.join(IMAGE_SUFFIXES)})")
+
+            def read(path: Path) -> np.ndarray:
+                raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+                if raw is None:
+                    raise InputError(path, "unreadable image")
+                return image_as_slice(raw.astype(np.float32) / np.iinfo(raw.dtype).max, cfg.size, units, self._rng(str(path)))
+
+            made += [(f"image/{p.relative_to(cfg.image_dir)}", (lambda p=p: read(p)), cfg.pixel_size_mm)
+                     for p in files[: cfg.max_images]]
+        return made
 
 
 class ImageFolderDataModule(MedicalDataModule):

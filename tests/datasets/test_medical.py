@@ -9,8 +9,10 @@ from datasets.medical import (
     add_rician_noise,
     bicubic_downsample,
     hu_to_mu,
+    image_as_slice,
     kspace_downsample,
     mu_to_hu,
+    random_phantom,
     simulate_low_dose_ct,
 )
 
@@ -77,3 +79,22 @@ def test_bicubic_downsample_rgb_and_gray():
     assert bicubic_downsample(rgb, 4).shape == (4, 3, 3)
     flat = np.full((8, 8), 0.3, np.float32)
     np.testing.assert_allclose(bicubic_downsample(flat, 2), 0.3, atol=1e-6)
+
+
+def test_random_phantom_is_a_body_in_air_with_varied_tissues_and_reproducible():
+    a = random_phantom(64, np.random.default_rng(3))
+    assert a.shape == (64, 64) and a.dtype == np.float32
+    assert a[0, 0] == pytest.approx(-1000.0, abs=1.0)  # corners are air
+    assert np.ptp(a[20:44, 20:44]) > 100  # more than one tissue inside the body
+    np.testing.assert_array_equal(a, random_phantom(64, np.random.default_rng(3)))
+    assert not np.array_equal(a, random_phantom(64, np.random.default_rng(4)))
+
+
+def test_image_as_slice_maps_grey_levels_to_hu_inside_a_body_or_to_mr_magnitude():
+    ramp = np.tile(np.linspace(0, 1, 80, dtype=np.float32), (60, 1))[..., None].repeat(3, axis=2)
+    hu = image_as_slice(ramp, 32, "HU", np.random.default_rng(0))
+    assert hu.shape == (32, 32) and hu[0, 0] == -1000.0  # outside the body: air
+    row = hu[16, 8:24]
+    assert np.all(np.diff(row) > 0) and -1000 <= row.min() and row.max() <= 1500  # grey -> HU, increasing
+    mr = image_as_slice(ramp, 32, "stored", np.random.default_rng(0))
+    assert mr.min() >= 0 and np.all(np.diff(mr[16]) >= 0) and mr.max() > 400

@@ -15,7 +15,7 @@ import torch
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from datasets.medical_data import DicomDataModule, ImageFolderDataModule, PairedDicomDataModule
+from datasets.medical_data import DicomDataModule, ImageFolderDataModule, PairedDicomDataModule, SyntheticSlices
 from restore.errors import InputError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -107,6 +107,29 @@ def test_dicom_simulated_low_dose_is_fixed_per_slice_and_cached(ct_folder, tmp_p
     assert regions.min() == 0 and len(regions.unique()) == int(regions.max()) + 1
 
 
+def test_dicom_realizations_and_synthetic_slices(ct_folder, image_folder, tmp_path):
+    dm = DicomDataModule([str(ct_folder)], degradation={"kind": "low_dose_ct", "dose_fraction": [0.1, 0.5]},
+                         realizations=2, synthetic=SyntheticSlices(phantoms=2, image_dir=str(image_folder), size=32),
+                         patch_size=16, val_fraction=0.1)
+    sources = dm.sources()
+    keys = [s.key for s in sources]
+    assert len(keys) == (3 + 2 + 3) * 2 and len(set(keys)) == len(keys)  # 3 real + 2 phantoms + 3 images, twice
+    assert {s.units for s in sources} == {"HU"}
+    (first_a, clean_a), (first_b, clean_b) = sources[0].load(), sources[1].load()  # one slice, two realizations
+    np.testing.assert_array_equal(clean_a, clean_b)
+    assert not np.array_equal(first_a, first_b)
+    phantom = next(s for s in sources if s.key.startswith("phantom/"))
+    noisy, clean = phantom.load()
+    assert clean.shape == (32, 32) and 5 < float(np.std(noisy - clean)) < 300
+    dm.setup("fit")
+    assert dm.train_dataloader().dataset[0]["input"].shape == (1, 16, 16)
+
+
+def test_phantoms_are_refused_for_mr(mr_folder):
+    with pytest.raises(ValueError, match="phantoms are CT"):
+        DicomDataModule(str(mr_folder), degradation={"kind": "rician"}, synthetic=SyntheticSlices(phantoms=1)).sources()
+
+
 def test_mr_kspace_sr_sizes(mr_folder):
     dm = DicomDataModule(str(mr_folder), degradation={"kind": "kspace", "scale": 2}, patch_size=16)
     dm.setup("fit")
@@ -149,13 +172,19 @@ def _fast_dev_run(config: str, data_args: list[str], tmp_path: Path, monkeypatch
 
 
 @pytest.mark.parametrize(
-    "config", ["rat_ct_denoise.yaml", "rat_mr_denoise.yaml", "rat_pathology_sr_x4.yaml", "rat_t.yaml"]
+    "config", ["rat_ct_denoise.yaml", "rat_ct_simulated.yaml", "rat_mr_denoise.yaml", "rat_pathology_sr_x4.yaml",
+               "rat_t.yaml"]
 )
 def test_config_fast_dev_run(config, tmp_path, monkeypatch, paired_folders, mr_folder, image_folder, ct_folder):
     data = {
         "rat_ct_denoise.yaml": [f"--data.init_args.full_dose_dir={paired_folders[0]}",
                                 f"--data.init_args.low_dose_dir={paired_folders[1]}", "--data.init_args.patch_size=32"],
-        "rat_mr_denoise.yaml": [f"--data.init_args.dicom_dir={mr_folder}", "--data.init_args.patch_size=32"],
+        "rat_mr_denoise.yaml": [f"--data.init_args.dicom_dir={mr_folder}", "--data.init_args.patch_size=32",
+                                f"--data.init_args.synthetic.image_dir={image_folder}"],
+        "rat_ct_simulated.yaml": [f"--data.init_args.dicom_dir=[{ct_folder}]", "--data.init_args.patch_size=16",
+                                  "--data.init_args.realizations=1", "--data.init_args.synthetic.phantoms=1",
+                                  f"--data.init_args.synthetic.image_dir={image_folder}",
+                                  "--data.init_args.synthetic.size=32"],
         "rat_pathology_sr_x4.yaml": [f"--data.init_args.image_dir={image_folder}", "--data.init_args.patch_size=16"],
         # nested keys reach the partition config (as --data.init_args.partition.sam_checkpoint would)
         "rat_t.yaml": [f"--data.init_args.dicom_dir={ct_folder}", "--data.init_args.partition.grid_size=8"],
