@@ -14,6 +14,9 @@ rebuilding the model.
 from __future__ import annotations
 
 import argparse
+import os
+import platform
+import time
 import warnings
 from collections.abc import Sequence
 
@@ -25,15 +28,40 @@ from restore.export import CARD_KEY, export_checkpoint
 from restore.registry import ARCHITECTURES
 
 
+def _hardware(trainer: pl.Trainer) -> str:
+    """What the run trains on, in words: GPU model and count, or the CPU model, cores and threads."""
+    import torch
+
+    if trainer.strategy.root_device.type == "cuda":
+        gpus = trainer.num_devices * trainer.num_nodes
+        return f"{gpus} x {torch.cuda.get_device_name(trainer.strategy.root_device)}, {trainer.precision}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"CPU {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {trainer.precision}"
+
+
 class ModelCard(Callback):
     """Stores what a model card needs in every checkpoint, under ``restore_card``.
 
     The LightningModule must hold its network as ``self.net`` with ``config_dict()`` and ``scale``
-    (the convention of ``models/``); ``run_config`` is the resolved YAML of the run.
+    (the convention of ``models/``); ``run_config`` is the resolved YAML of the run. The training
+    wall time adds up over resumed runs.
     """
 
     def __init__(self, run_config: str | None = None):
         self.run_config = run_config
+        self.earlier_wall_s = 0.0
+        self.started: float | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started = time.monotonic()
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        self.earlier_wall_s = float((checkpoint.get(CARD_KEY) or {}).get("wall_time_s") or 0.0)
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         net = getattr(pl_module, "net", None)
@@ -48,6 +76,8 @@ class ModelCard(Callback):
             "preset": pl_module.hparams.get("preset"),
             "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
             "run_config": self.run_config,
+            "wall_time_s": round(self.earlier_wall_s + (time.monotonic() - self.started if self.started else 0.0), 1),
+            "hardware": _hardware(trainer),
         }
 
 
@@ -79,8 +109,14 @@ def _export(argv: Sequence[str]) -> int:
     parser.add_argument("--out", required=True, help="weight file to write, e.g. weights/oasis-s-x4.safetensors")
     parser.add_argument("--name", help="model name in the card (default: the file stem)")
     parser.add_argument("--task", help="task in the card (default: the architecture's)")
+    parser.add_argument("--data", help="what the model was trained on, in words (the card's training.data)")
+    parser.add_argument("--benchmarks", metavar="JSON", action="append", default=[],
+                        help="`restore bench ... --json` results to put in the card (repeatable)")
+    parser.add_argument("--default", action="store_true",
+                        help="mark the model the default of its task and scale (when it beats the baseline)")
     args = parser.parse_args(list(argv))
-    card = export_checkpoint(args.ckpt, args.out, name=args.name, task=args.task)
+    card = export_checkpoint(args.ckpt, args.out, name=args.name, task=args.task, data=args.data,
+                             benchmarks=args.benchmarks, default=args.default)
     print(f"wrote {args.out} and {card}")
     return 0
 

@@ -47,11 +47,26 @@ def _write_atomically(path: Path, write) -> None:
         raise OutputError(path, f"cannot write ({exc.strerror or exc})") from None
 
 
-def export_checkpoint(ckpt: str | Path, out: str | Path, *, name: str | None = None, task: str | None = None) -> Path:
+def _read_benchmarks(paths: list[str | Path]) -> dict:
+    """``restore bench --json`` files -> ``{file stem: results}``."""
+    out = {}
+    for path in map(Path, paths):
+        try:
+            out[path.stem] = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(path, f"cannot read benchmark results ({exc})") from None
+    return out
+
+
+def export_checkpoint(ckpt: str | Path, out: str | Path, *, name: str | None = None, task: str | None = None,
+                      data: str | None = None, benchmarks: list[str | Path] = (), default: bool = False) -> Path:
     """Write ``out`` (``.safetensors``) with the network weights of ``ckpt`` and the card beside it -> card path.
 
     ``name`` defaults to the stem of ``out``; ``task`` to the task of the preset the run started
-    from, or of the architecture's presets when they all share one.
+    from, or of the architecture's presets when they all share one; ``data`` describes the
+    training data in words; ``benchmarks``: ``restore bench --json`` result files, stored in the
+    card under their file stems; ``default``: the card marks the model the default of its task
+    and scale (``restore.registry.default_model``).
     """
     ckpt, out = Path(ckpt), Path(out)
     if out.suffix != ".safetensors":
@@ -69,6 +84,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, *, name: str | None = N
     if not state:
         raise InputError(ckpt, "no network weights (keys starting with 'net.') in its state_dict")
     task = task or _default_task(info["architecture"], info.get("preset"), ckpt)  # before anything is written
+    bench = _read_benchmarks(list(benchmarks))
 
     from safetensors.torch import save_file
 
@@ -83,14 +99,19 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, *, name: str | None = N
         "config": info["config"],
         "weights": out.name,
         "sha256": sha256_of(out),
+        "default": default,
         "training": {
             "checkpoint": ckpt.name,
             "global_step": checkpoint.get("global_step"),
             "epoch": checkpoint.get("epoch"),
             "ema": "current_model_state" in checkpoint,
+            "wall_time_s": info.get("wall_time_s"),
+            "hardware": info.get("hardware"),
+            "data": data,
             "config": info.get("run_config"),
         },
         "metrics": info.get("metrics", {}),
+        "benchmarks": bench,
     }
     card_path = out.with_suffix(".json")
     _write_atomically(card_path, lambda tmp: tmp.write_text(json.dumps(card, indent=2) + "\n"))

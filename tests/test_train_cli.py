@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import cv2
 import pytest
 import pytorch_lightning as pl
 import torch
+import yaml
 
 from datasets.synthetic import moving_texture, write_video
 from training import RestoreCLI
@@ -126,13 +128,33 @@ def test_checkpoint_resume_and_export(tmp_path, monkeypatch):
 
     out = tmp_path / "weights" / "oasis-t-x4.safetensors"
     monkeypatch.setattr(sys, "argv", ["restore"])
-    assert train_main(["export", "--ckpt", str(next(tmp_path.rglob("last.ckpt"))), "--out", str(out)]) == 0
+    bench = tmp_path / "quality.json"
+    bench.write_text('{"images": {"set5_x4": {"models": {}}}}')
+    assert train_main(["export", "--ckpt", str(next(tmp_path.rglob("last.ckpt"))), "--out", str(out),
+                       "--data", "synthetic clips", "--benchmarks", str(bench), "--default"]) == 0
     card = read_card(out.with_suffix(".json"))
+    training = card["training"]
+    assert training["data"] == "synthetic clips" and training["hardware"].startswith("CPU ")
+    assert training["wall_time_s"] > 0 and card["default"] is True
+    assert card["benchmarks"] == {"quality": {"images": {"set5_x4": {"models": {}}}}}
     assert card["name"] == "oasis-t-x4" and card["architecture"] == "oasis" and card["task"] == "video-sr"
     assert card["scale"] == 4 and card["sha256"] == sha256_of(out) and card["training"]["ema"]
     assert "val/psnr" in card["metrics"] and "DegradationCurriculum" in card["training"]["config"]
     model = load_model("oasis-t", weights=out)
     assert model(torch.rand(1, 2, 3, 8, 8)).shape == (1, 2, 3, 32, 32)
+
+
+@pytest.mark.parametrize("override", sorted((CONFIGS / "shipped").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_run_overrides_compose_with_their_recipe(override, monkeypatch, capsys):
+    """configs/shipped/ holds the exact settings of the shipped weights' runs: each must still
+    parse on top of the recipe it names (a renamed key would make the run irreproducible)."""
+    base = re.search(r"Overrides of (configs/\S+\.yaml)", override.read_text()).group(1)
+    monkeypatch.setattr(sys, "argv", ["restore"])
+    with pytest.raises(SystemExit) as exited:
+        RestoreCLI(args=["fit", "--config", str(ROOT / base), "--config", str(override), "--print_config"])
+    assert exited.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["trainer"]["max_steps"] == yaml.safe_load(override.read_text())["trainer"]["max_steps"]
 
 
 def test_export_names_a_bad_checkpoint(tmp_path):
