@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .atomic import atomic_path
 from .errors import InputError, OutputError
 from .registry import PRESET_FAMILIES, sha256_of
 
@@ -37,13 +38,12 @@ def _default_task(architecture: str, preset: str | None, path: Path) -> str:
 
 
 def _write_atomically(path: Path, write) -> None:
-    """Write through a temporary name in the destination folder, then rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write through a temporary name in the destination folder (``restore.atomic``), then rename."""
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            write(tmp)
+            os.chmod(tmp, 0o644)  # shipped files: readable by all, whatever mode the writer chose
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise OutputError(path, f"cannot write ({exc.strerror or exc})") from None
 
 
