@@ -81,7 +81,8 @@ def _run_models(args: argparse.Namespace) -> int:
 
     rows = [("name", "task", "scale", "params", "source")]
     for e in list_models():
-        rows.append((e.name, e.task, f"x{e.scale}" if e.scale > 1 else "x1", _param_count(e), e.source))
+        source = f"{e.source}, default of its task" if e.card.get("default") else e.source
+        rows.append((e.name, e.task, f"x{e.scale}" if e.scale > 1 else "x1", _param_count(e), source))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
