@@ -247,11 +247,18 @@ class Demo:
     # -- inspect ---------------------------------------------------------------------------------
 
     def _network(self, architecture: str, name: str, weights: str | None):
+        """The uploaded weights, else the shipped ones, else the preset's random weights."""
         from restore.registry import build_model, get_entry, load_model
 
-        if weights:
+        if weights or not get_entry(name).needs_weights:
             return load_model(name, weights).eval()
         return build_model(architecture, get_entry(name).config).eval()
+
+    @staticmethod
+    def _weights_label(name: str, weights: str | None) -> str:
+        from restore.registry import get_entry
+
+        return "trained weights" if weights or not get_entry(name).needs_weights else UNTRAINED
 
     def _clip(self, path: str | None, frames: int, size: int = 64):
         """``frames`` frames of the video (or the example clip), centre-cropped to ``size`` pixels -> (1, T, 3, s, s)."""
@@ -278,7 +285,7 @@ class Demo:
         clip = self._clip(path, int(getattr(model, "temporal_window", 4)))
         out = calibrate_heads(model, [clip], self._job_dir("routing") / "routing.json", queries_per_clip=64)
         totals = {g: sum(c[g] for c in out.counts) for g in ("global", "intra", "window")}
-        label = "trained weights" if weights else UNTRAINED
+        label = self._weights_label(name, weights)
         return str(out.heatmap), f"{name} ({label}): " + ", ".join(f"{n} {g}" for g, n in totals.items()) + " heads"
 
     def head_pattern(self, path: str | None, name: str, weights: str | None, layer: int, head: int,
@@ -318,7 +325,7 @@ class Demo:
             rgb = window_to_rgb(image, *level_width)
         regions = compute_partition(image, PartitionConfig(method=method, modality="ct" if modality == "ct" else "other"))
         tokens = rat_regions(self._network("rat", name, weights), image, regions)
-        label = "trained weights" if weights else UNTRAINED
+        label = self._weights_label(name, weights)
         summary = (f"{src.name}: {regions.max() + 1} regions ({PartitionConfig(method=method, modality=modality).resolved_method()}); "
                    f"{name} ({label}) bottleneck: {tokens.shape[1]}x{tokens.shape[0]} tokens in {tokens.max() + 1} regions")
         return partition_overlay(rgb, regions), partition_overlay(rgb, tokens), summary
@@ -395,7 +402,7 @@ def build_ui(config: DemoConfig | None = None):
                 with gr.Column():
                     d_in = gr.File(label=".dcm file or .zip of a series", file_types=[".dcm", ".zip"])
                     gr.Examples([[str(ex["ct_small.dcm"])], [str(ex["ct_series.zip"])]], inputs=[d_in])
-                    d_task = gr.Radio(list(TASK_SCALES), value="ct-denoise", label="task (baseline models until trained weights ship)")
+                    d_task = gr.Radio(list(TASK_SCALES), value="ct-denoise", label="task (each task's default model)")
                     d_slice = gr.Slider(0, 1, step=1, value=0, label="slice")
                     d_preset = gr.Radio([*WINDOW_PRESETS, "custom"], value="soft tissue", label="window")
                     with gr.Row():
@@ -422,8 +429,9 @@ def build_ui(config: DemoConfig | None = None):
                         [d_in, d_task, d_state], [d_state, d_file, d_summary], api_name="dicom").then(
                 user_errors(dicom_views), view_inputs, [d_slider], api_name=False)
         with gr.Tab("Inspect"):
-            gr.Markdown(f"No trained OASIS or RAT weights ship yet: the presets below are **{UNTRAINED}**, "
-                        "unless you upload weights. Patterns of random weights say nothing about quality.")
+            gr.Markdown(f"Shipped models (e.g. oasis-s-x4, rat-s-ct) load their trained weights; presets without "
+                        f"shipped weights are **{UNTRAINED}** unless you upload weights: patterns of random weights "
+                        "say nothing about quality.")
             with gr.Row():
                 with gr.Column():
                     o_clip = gr.Video(label="clip (default: the example clip)", sources=["upload"])

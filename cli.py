@@ -140,7 +140,7 @@ def _add_dicom_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="folders (recursive), DICOM files or .zip archives")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the derived series")
     p.add_argument("--task", required=True, choices=("ct-denoise", "mr-denoise", "sr-x2"))
-    p.add_argument("--model", help="model from `restore models` (default: the task's baseline until trained weights ship)")
+    p.add_argument("--model", help="model from `restore models` (default: the task's default, `restore models`)")
     p.add_argument("--weights", help="weights for --model (.safetensors or a torch checkpoint)")
     p.add_argument("--regions", default="auto", choices=("auto", "sam", "slic", "hu"),
                    help="region partition per slice, for region-attention (RAT) models only")

@@ -41,7 +41,8 @@ def _hardware(trainer: pl.Trainer) -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"CPU {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {trainer.precision}"
+    threads = torch.get_num_threads()
+    return f"CPU {cpu}, {os.cpu_count()} cores, {threads} torch thread{'s' * (threads != 1)}, {trainer.precision}"
 
 
 class ModelCard(Callback):
