@@ -5,12 +5,11 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import gradio_client
 import numpy as np
 import pytest
 
-gradio_client = pytest.importorskip("gradio_client")
-
-from app import DemoConfig, launch  # noqa: E402
+from app import DemoConfig, launch
 
 
 def _free_port() -> int:

@@ -6,20 +6,26 @@ Set ``RESTORE_SCREENSHOTS=docs/screenshots`` to also save a screenshot of every 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from pathlib import Path
 
 import pytest
+from playwright import sync_api
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.is_file():
-    pytest.skip(f"{CHROMIUM} not found: apt-get install -y chromium", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (never `playwright install`)")
-
-from app import DemoConfig, launch  # noqa: E402
+from app import DemoConfig, launch
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """The system browser; a missing browser fails the UI tests (they are not optional)."""
+    found = next((p for p in map(shutil.which, ("chromium", "chromium-browser")) if p), None)
+    if found is None:
+        pytest.fail("no chromium on PATH: `apt-get install -y chromium` (.ci/run does this)", pytrace=False)
+    return found
 
 
 def _free_port() -> int:
@@ -29,11 +35,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
+def page(tmp_path_factory, chromium):
     config = DemoConfig(workdir=tmp_path_factory.mktemp("demo"), device="cpu")
     ui = launch("127.0.0.1", _free_port(), config=config, prevent_thread_lock=True, quiet=True)
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         tab = browser.new_page(viewport={"width": 1100, "height": 800})
         # not "networkidle": the page keeps a connection open to the server
         tab.goto(ui.local_url, wait_until="domcontentloaded")

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import av
@@ -259,14 +258,34 @@ def _partial_folder(out: Path) -> Path:
     return out.parent / f".{out.name}.restore-partial"
 
 
+# `restore` with PartialState.commit announcing each committed segment on stdout; after the second
+# it waits on stdin, so the test signals a run that is certainly mid-way (no polling, no race).
+_ANNOUNCING_CLI = """
+import sys, cli
+from restore.resume import PartialState
+commit = PartialState.commit
+def announced(self, index):
+    commit(self, index)
+    print("committed", index, flush=True)
+    if len(self.completed()) == 2:
+        sys.stdin.readline()  # held here until the test's signal arrives
+PartialState.commit = announced
+sys.exit(cli.main())
+"""
+
+
 def _start_and_kill(args: list[str], out: Path, sig: int) -> subprocess.Popen:
-    proc = subprocess.Popen(restore_cmd(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if len(list(_partial_folder(out).glob("seg_*"))) >= 2:
-            proc.send_signal(sig)
+    """Run ``restore ARGS``, send ``sig`` once two segments of ``out`` are committed, wait for the exit."""
+    proc = subprocess.Popen([sys.executable, "-c", _ANNOUNCING_CLI, *args], cwd=ROOT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    committed = 0
+    for line in proc.stdout:  # blocks until the next segment is committed, or the run ends
+        committed += line.startswith("committed ")
+        if committed == 2:
             break
-        time.sleep(0.01)
+    assert committed == 2, f"the run ended before two segments were committed: {proc.stderr.read()}"
+    assert len(list(_partial_folder(out).glob("seg_*"))) == 2
+    proc.send_signal(sig)
     proc.wait(timeout=120)
     return proc
 
@@ -284,7 +303,7 @@ def test_killed_run_resumes_to_identical_frames(long_clip, tmp_path, codec, suff
 
     out = tmp_path / f"out{suffix}"
     proc = _start_and_kill(["upscale", str(long_clip), "-o", str(out), *common], out, signal.SIGKILL)
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert proc.returncode == -signal.SIGKILL
     assert not out.exists(), "no output under the final name before completion"
     assert _partial_folder(out).is_dir()
 
