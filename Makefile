@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # A real 5 s clip with AAC audio that ships inside the gradio wheel (480x270, 30 fps).
 SAMPLE = $$($(BIN)/python -c 'import gradio, os; print(os.path.join(os.path.dirname(gradio.__file__), "media_assets", "videos", "b.mp4"))')
 
-.PHONY: install demo test test-slow test-all bench clean
+.PHONY: install browser demo test test-slow test-all bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,14 +20,26 @@ demo: $(STAMP)
 	$(BIN)/restore upscale "$(SAMPLE)" -o demo/sample_x4.mp4 --scale 4 --overwrite --report demo/report.json
 	@echo "output: $(CURDIR)/demo/sample_x4.mp4"
 
+# The browser test drives Debian's Chromium (never `playwright install`: it downloads browsers). On a
+# fresh machine it is installed here when we are root (CI); anyone else is told the one command to run.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian chromium for the browser test"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "the browser test needs Chromium; run:  sudo apt-get install -y chromium" >&2; exit 1; \
+	fi
+
 # pytest exits 5 when no test is collected; that is not a failure of the suite.
-test: $(STAMP)
+test: browser $(STAMP)
 	$(BIN)/python -m pytest -q; rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow; rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc
 
-test-all: $(STAMP)
+test-all: browser $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 bench: $(STAMP)

@@ -80,7 +80,7 @@ def _run_models(args: argparse.Namespace) -> int:
     from restore.registry import list_models
 
     rows = [("name", "task", "scale", "params", "source")]
-    for e in list_models():
+    for e in (e for e in list_models() if not e.test_only):
         source = f"{e.source}, default of its task" if e.card.get("default") else e.source
         rows.append((e.name, e.task, f"x{e.scale}" if e.scale > 1 else "x1", _param_count(e), source))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -182,8 +182,10 @@ def _add_calibrate_heads_command(sub: argparse._SubParsersAction) -> None:
         "head's attention stays in its 3D window and in its own frame (KL divergence), and write routing.json, "
         "a per-head CSV and a PNG heat map beside it.",
     )
-    p.add_argument("--config", required=True, help="OASIS model name (`restore models`) or config file (JSON/YAML)")
-    p.add_argument("--weights", help="network weights (.safetensors or torch checkpoint)")
+    p.add_argument("--config", required=True,
+                   help="OASIS model name (`restore models`), model card (weights/NAME.json), OASIS config file "
+                        "(JSON/YAML) or the training recipe (configs/oasis_*.yaml, or a run's config.yaml)")
+    p.add_argument("--weights", help="network weights (.safetensors, or a torch or Lightning checkpoint such as last.ckpt)")
     p.add_argument("--clips", required=True, help="folder of videos, or 'synthetic'")
     p.add_argument("--out", required=True, help="routing.json to write (.csv and .png go beside it)")
     p.add_argument("--global-budget", type=int, metavar="K", help="exactly K global heads per layer (default: thresholds)")
@@ -191,7 +193,8 @@ def _add_calibrate_heads_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kl-intra", type=float, default=0.2, help="max KL (nats) for an intra-frame head (default: %(default)s)")
     p.add_argument("--num-clips", type=int, default=4, help="clips to use (default: %(default)s)")
     p.add_argument("--frames", type=int, default=9, help="frames per clip (default: %(default)s)")
-    p.add_argument("--size", default="64x64", help="LR crop WxH of each clip (default: %(default)s)")
+    p.add_argument("--size", default="64x64",
+                   help="LR crop WxH of each clip; smaller video frames are cropped to what fits (default: %(default)s)")
     p.add_argument("--queries", type=int, default=256, help="query tokens sampled per layer and clip (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -206,7 +209,8 @@ def _run_calibrate_heads(args: argparse.Namespace) -> int:
     width, height = (int(x) for x in args.size.lower().split("x"))
     device = resolve_device(args.device)
     model = load_network(args.config, args.weights).to(device=device, dtype=resolve_precision(args.precision, device))
-    clips = load_clips(args.clips, ClipOptions(args.frames, height, width, args.num_clips, args.seed))
+    clips = load_clips(args.clips, ClipOptions(args.frames, height, width, args.num_clips, args.seed,
+                                               multiple=model.config.pad_multiple))
     outputs = calibrate_heads(
         model, clips, args.out, queries_per_clip=args.queries, global_budget=args.global_budget,
         thresholds={"window": args.kl_window, "intra": args.kl_intra}, seed=args.seed,

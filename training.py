@@ -3,7 +3,7 @@
 ``restore train fit|validate|test|predict --config configs/X.yaml [--section.key=value ...]`` is
 LightningCLI with the model and the data module chosen by ``class_path`` in the config; it saves
 the resolved config as ``config.yaml`` in the run's log folder. Resume with ``--ckpt_path PATH``
-(or ``last``). ``restore train export --ckpt PATH --out weights/NAME.safetensors`` writes the
+(or ``last``: the newest ``last.ckpt`` under the run's ``default_root_dir``). ``restore train export --ckpt PATH --out weights/NAME.safetensors`` writes the
 weights and their model card (see ``restore.export``).
 
 Every checkpoint also gets a ``restore_card`` entry (architecture, network config, scale, the
@@ -15,17 +15,24 @@ from __future__ import annotations
 
 import argparse
 import os
+import json
 import platform
+import statistics
+import sys
 import time
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
+from models.families import architecture_of
+from restore.errors import InputError
 from restore.export import CARD_KEY, export_checkpoint
-from restore.registry import ARCHITECTURES
 
 
 def _hardware(trainer: pl.Trainer) -> str:
@@ -66,11 +73,12 @@ class ModelCard(Callback):
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         net = getattr(pl_module, "net", None)
-        if net is None or not hasattr(net, "config_dict"):
+        try:
+            architecture = architecture_of(net)
+        except KeyError:
             return  # not one of our model families: nothing to export later
-        by_class = {path.split(":")[1]: name for name, path in ARCHITECTURES.items()}
         checkpoint[CARD_KEY] = {
-            "architecture": by_class.get(type(net).__name__, type(net).__name__.lower()),
+            "architecture": architecture,
             "config": net.config_dict(),
             "scale": int(getattr(net, "scale", 1)),
             # the registry preset the run started from (e.g. RAT's `preset`): export takes its task
@@ -80,6 +88,55 @@ class ModelCard(Callback):
             "wall_time_s": round(self.earlier_wall_s + (time.monotonic() - self.started if self.started else 0.0), 1),
             "hardware": _hardware(trainer),
         }
+
+
+class LastCheckpointAtExit(Callback):
+    """Writes ``last.ckpt`` however a run ends, so that ``--ckpt_path last`` loses no step.
+
+    ``ModelCheckpoint(save_last=True)`` writes it only together with a scheduled save (every
+    ``every_n_train_steps``, at validation), so a run that reaches ``max_steps`` between two saves,
+    or is stopped by ``--trainer.max_time``, SIGTERM or Ctrl-C, would lose the steps since the
+    last one. This callback writes ``last.ckpt`` into the folder of every ``ModelCheckpoint``
+    with ``save_last`` when training ends or is interrupted, unless that step is already saved.
+    """
+
+    def __init__(self) -> None:
+        self.saved_step: int | None = None
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        self.saved_step = checkpoint.get("global_step")
+
+    def _save_last(self, trainer: pl.Trainer) -> None:
+        if trainer.fast_dev_run or trainer.sanity_checking or self.saved_step == trainer.global_step:
+            return
+        for callback in trainer.checkpoint_callbacks:
+            if callback.save_last and callback.dirpath:
+                path = os.path.join(callback.dirpath, callback.CHECKPOINT_NAME_LAST + callback.FILE_EXTENSION)
+                trainer.save_checkpoint(path)
+                rank_zero_info(f"saved {path} at step {trainer.global_step} (continue with --ckpt_path last)")
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save_last(trainer)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            self._save_last(trainer)
+
+
+class StepClock(Callback):
+    """Writes the median seconds per optimizer step after ``warmup`` steps to ``path`` (JSON) when
+    training ends; what ``restore bench train`` (``training_speed``) reads."""
+
+    def __init__(self, path: str, warmup: int = 3):
+        self.path, self.warmup = path, warmup
+        self.ends: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.ends.append(time.perf_counter())
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        steps = [b - a for a, b in zip(self.ends[self.warmup:], self.ends[self.warmup + 1:])]
+        Path(self.path).write_text(json.dumps({"median_s_per_step": statistics.median(steps), "timed_steps": len(steps)}))
 
 
 class RestoreCLI(LightningCLI):
@@ -97,10 +154,27 @@ class RestoreCLI(LightningCLI):
             **kwargs,
         )
 
+    def before_fit(self) -> None:
+        """``--ckpt_path last`` means the newest ``last.ckpt`` of any earlier run of this recipe.
+
+        Lightning looks only in the new run's own version folder, where nothing has been saved yet,
+        and would silently start from scratch.
+        """
+        config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") != "last":
+            return
+        folders = {Path(self.trainer.default_root_dir)}
+        folders |= {Path(cb.dirpath) for cb in self.trainer.checkpoint_callbacks if cb.dirpath}
+        found = [p for folder in folders if folder.is_dir() for p in folder.rglob("last*.ckpt")]
+        if not found:
+            raise InputError(Path(self.trainer.default_root_dir),
+                             "--ckpt_path last: no last.ckpt of an earlier run here (name a checkpoint, or start without it)")
+        config["ckpt_path"] = str(max(found, key=lambda p: p.stat().st_mtime))
+
     def instantiate_trainer(self, **kwargs) -> pl.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         run_config = self._parser(self.subcommand).dump(self.config[self.subcommand], skip_none=False)
-        trainer.callbacks.append(ModelCard(run_config))
+        trainer.callbacks += [ModelCard(run_config), LastCheckpointAtExit()]
         return trainer
 
 
@@ -115,9 +189,13 @@ def _export(argv: Sequence[str]) -> int:
                         help="`restore bench ... --json` results to put in the card (repeatable)")
     parser.add_argument("--default", action="store_true",
                         help="mark the model the default of its task and scale (when it beats the baseline)")
+    parser.add_argument("--routing", metavar="JSON", help="routing.json of `restore calibrate-heads`: the head "
+                        "groups the exported OASIS model runs (recorded in the card)")
+    parser.add_argument("--routing-note", metavar="TEXT", help="how the routing was calibrated (clips, thresholds)")
     args = parser.parse_args(list(argv))
     card = export_checkpoint(args.ckpt, args.out, name=args.name, task=args.task, data=args.data,
-                             benchmarks=args.benchmarks, default=args.default)
+                             benchmarks=args.benchmarks, default=args.default, routing=args.routing,
+                             routing_note=args.routing_note)
     print(f"wrote {args.out} and {card}")
     return 0
 
@@ -129,5 +207,9 @@ def main(argv: Sequence[str]) -> int:
         return _export(argv[1:])
     # sys.argv stays `restore train ...` on purpose: Lightning's DDP launcher re-runs it on every rank
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    RestoreCLI(args=argv)
+    try:
+        RestoreCLI(args=argv)
+    except SIGTERMException:  # Lightning's SystemExit without a code would exit 0, as if the run had finished
+        print("restore train: stopped by SIGTERM (last.ckpt saved; continue with --ckpt_path last)", file=sys.stderr)
+        return 143
     return 0

@@ -5,13 +5,11 @@ Both follow the batch contract of ``datasets.video`` (``{"hr", "lr", "index"}``,
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from restore.errors import InputError
@@ -21,48 +19,96 @@ from .video import IMAGE_SUFFIXES, ClipDataModule, augment, crop_box, list_files
 
 @dataclass
 class MotionConfig:
-    """Ranges of the smooth random camera motion of a pseudo-clip, per frame (drawn uniformly in +-range).
+    """Ranges of the random motion of a pseudo-clip, in HR pixels per frame (drawn uniformly in +-range).
 
-    ``shift``: translation speed in pixels/frame; ``accel``: its change in pixels/frame^2;
-    ``zoom``: relative zoom per frame (0.02 = 2 %); ``rotation``: degrees per frame.
+    ``shift``: camera (crop window) speed; ``accel``: its change per frame. With probability
+    ``object_prob`` an object moves over the scene: a patch of the same image, ``object_size``
+    (fractions of the crop side) large, with its own speed of up to ``object_shift``. With
+    probability ``still_prob`` nothing moves: a single image upscaled as a one-frame clip sees
+    its own frame as both neighbours, and so does a static shot.
     """
 
     shift: float = 4.0
     accel: float = 0.5
-    zoom: float = 0.02
-    rotation: float = 1.0
+    still_prob: float = 0.2
+    object_prob: float = 0.5
+    object_size: tuple[float, float] = (0.25, 0.5)
+    object_shift: float = 3.0
 
 
-def camera_grid(
-    height: int, width: int, crop: int, frames: int, centre: tuple[float, float], motion: MotionConfig, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Sampling grid of a moving ``crop`` window over a ``height x width`` image -> ``(T, crop, crop, 2)``.
+def trajectory(frames: int, speed: float, accel: float, generator: torch.Generator | None = None) -> np.ndarray:
+    """Whole-pixel offsets ``(T, 2)`` (y, x) of a point moving by ``v t + a t^2 / 2``, relative to frame 0.
 
-    The window centre follows ``centre + v t + a t^2 / 2`` (pixels, ``t`` counted from the middle
-    frame), it zooms by ``exp(z t)`` and turns by ``r t``; ``v, a, z, r`` are drawn from ``motion``.
-    The result is in ``grid_sample``'s normalised coordinates (``align_corners=False``).
+    ``v`` and ``a`` are drawn uniformly in ``+-speed`` and ``+-accel`` per axis; positions are
+    rounded so that every frame is an exact crop of real pixels (no resampling, no soft targets).
     """
-    draw = lambda bound, n=1: (2 * torch.rand(n, generator=generator, dtype=torch.float64) - 1) * bound  # noqa: E731
-    velocity, accel = draw(motion.shift, 2), draw(motion.accel, 2)
-    zoom_rate, turn_rate = draw(motion.zoom), draw(math.radians(motion.rotation))
-    t = torch.arange(frames, dtype=torch.float64) - (frames - 1) / 2
-    cx = centre[1] + velocity[0] * t + accel[0] * t**2 / 2
-    cy = centre[0] + velocity[1] * t + accel[1] * t**2 / 2
-    zoom, angle = torch.exp(zoom_rate * t), turn_rate * t
-    offsets = torch.arange(crop, dtype=torch.float64) - (crop - 1) / 2
-    v, u = torch.meshgrid(offsets, offsets, indexing="ij")  # window pixel offsets from its centre
-    cos, sin = (torch.cos(angle) / zoom).view(-1, 1, 1), (torch.sin(angle) / zoom).view(-1, 1, 1)
-    x = cx.view(-1, 1, 1) + cos * u - sin * v
-    y = cy.view(-1, 1, 1) + sin * u + cos * v
-    return torch.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], dim=-1).float()
+    draw = lambda bound: ((2 * torch.rand(2, generator=generator, dtype=torch.float64) - 1) * bound).numpy()  # noqa: E731
+    velocity, acceleration = draw(speed), draw(accel)
+    t = np.arange(frames, dtype=np.float64)[:, None]
+    path = np.rint(velocity * t + acceleration * t**2 / 2).astype(np.int64)
+    return path - path[0]
+
+
+def _place(span: tuple[int, int], path: np.ndarray, room: tuple[int, int], train: bool,
+           generator: torch.Generator | None) -> np.ndarray:
+    """Absolute top-left corners ``(T, 2)`` of a ``span`` window following ``path`` inside ``room``.
+
+    A path that does not fit is shrunk (scaled towards its start) until it does.
+    """
+    if span[0] > room[0] or span[1] > room[1]:
+        raise ValueError(f"a {span} window does not fit in {room}")
+    path = path.astype(np.float64)
+    while True:
+        low, high = path.min(0), path.max(0)
+        slack = np.array(room) - np.array(span) - (high - low)
+        if (slack >= 0).all():
+            break
+        path = path * 0.5
+    if train:
+        start = np.array([int(torch.randint(int(n) + 1, (1,), generator=generator)) for n in slack])
+    else:
+        start = slack.astype(np.int64) // 2
+    return np.rint(path - low + start).astype(np.int64)
+
+
+def pseudo_clip(image: np.ndarray, frames: int, crop: int, motion: MotionConfig, *, train: bool,
+                generator: torch.Generator | None = None) -> np.ndarray:
+    """A clip ``(T, crop, crop, 3)`` uint8 of exact crops of ``image`` ``(H, W, 3)``: camera and object motion.
+
+    The crop window follows a random whole-pixel ``trajectory``; with ``motion.object_prob`` a
+    second patch of the image (an ellipse, hard edged) moves over it along its own trajectory;
+    with ``motion.still_prob`` the clip is one crop repeated.
+    Every output pixel is a pixel of the image. Training draws positions from ``generator`` (the
+    worker's RNG when None); evaluation clips are centred.
+    """
+    height, width = image.shape[:2]
+    rand = lambda: float(torch.rand((), generator=generator))  # noqa: E731
+    if motion.still_prob > 0 and rand() < motion.still_prob:
+        motion = MotionConfig(shift=0.0, accel=0.0, still_prob=0.0, object_prob=0.0)
+    camera = _place((crop, crop), trajectory(frames, motion.shift, motion.accel, generator), (height, width),
+                    train, generator)
+    clip = np.stack([image[y : y + crop, x : x + crop] for y, x in camera])
+    if motion.object_prob > 0 and rand() < motion.object_prob:
+        lo, hi = motion.object_size
+        side = max(2, int(round(crop * (lo + (hi - lo) * rand()))))
+        source = _place((side, side), np.zeros((1, 2), np.int64), (height, width), True, generator)[0]
+        patch = image[source[0] : source[0] + side, source[1] : source[1] + side]
+        yy, xx = np.mgrid[:side, :side] - (side - 1) / 2
+        mask = (yy**2 + xx**2) <= (side / 2) ** 2
+        # the object's path relative to the camera (it moves in the frame, not with the scene)
+        where = _place((side, side), trajectory(frames, motion.object_shift, 0.0, generator), (crop, crop),
+                       True, generator)
+        for frame, (y, x) in zip(clip, where):
+            frame[y : y + side, x : x + side][mask] = patch[mask]
+    return clip
 
 
 class ImageToVideoDataset(Dataset):
-    """Pseudo-clips: a ``crop`` window moving smoothly over a still image (see ``camera_grid``).
+    """Pseudo-clips from still images: exact crops along camera and object motion (see ``pseudo_clip``).
 
-    Training items draw the window position and motion from the worker's RNG, then flips and
-    reversal; evaluation items use a motion seeded by their index, centred. Pixels outside the
-    image are mirrored. ``__getitem__`` -> ``{"hr": (T, 3, crop, crop) uint8, "index": int}``.
+    Training items draw the motion from the worker's RNG, then one of the 8 dihedral transforms
+    and a random temporal reversal; evaluation items use a motion seeded by their index, centred.
+    ``__getitem__`` -> ``{"hr": (T, 3, crop, crop) uint8, "index": int}``.
     """
 
     def __init__(self, images: list[Path], num_frames: int, crop: int, motion: MotionConfig, *, train: bool, repeat: int = 1):
@@ -78,13 +124,9 @@ class ImageToVideoDataset(Dataset):
         height, width = image.shape[:2]
         if min(height, width) < self.crop:
             raise InputError(path, f"image of {width}x{height} is smaller than the crop {self.crop}")
-        top, left = crop_box(height, width, self.crop, self.train)
-        centre = (top + (self.crop - 1) / 2, left + (self.crop - 1) / 2)
         generator = None if self.train else torch.Generator().manual_seed(index)
-        grid = camera_grid(height, width, self.crop, self.num_frames, centre, self.motion, generator)
-        source = torch.from_numpy(image).permute(2, 0, 1).float().unsqueeze(0).expand(self.num_frames, -1, -1, -1)
-        clip = F.grid_sample(source, grid, mode="bicubic", padding_mode="reflection", align_corners=False)
-        clip = clip.clamp(0, 255).round().to(torch.uint8)
+        clip = pseudo_clip(image, self.num_frames, self.crop, self.motion, train=self.train, generator=generator)
+        clip = torch.from_numpy(clip).permute(0, 3, 1, 2)
         if self.train:
             (clip,) = augment(clip, flip=True, reverse=True)
         return {"hr": clip.contiguous(), "index": index}

@@ -137,10 +137,14 @@ def crop_box(height: int, width: int, crop: int, train: bool) -> tuple[int, int]
 
 
 def augment(*clips: torch.Tensor, flip: bool, reverse: bool) -> tuple[torch.Tensor, ...]:
-    """The same random horizontal/vertical flips and temporal reversal for each ``(T, C, H, W)`` clip.
+    """The same random dihedral transform and temporal reversal for each ``(T, C, H, W)`` clip.
 
-    Decisions come from the worker's RNG (seeded per worker by the DataLoader).
+    ``flip``: one of the 8 symmetries of the square, uniformly (horizontal and vertical flips and
+    a transpose; the transpose only for square clips). ``reverse``: play backwards with
+    probability 1/2. Decisions come from the worker's RNG (seeded per worker by the DataLoader).
     """
+    square = all(c.shape[-1] == c.shape[-2] for c in clips)
+    transpose = flip and square and bool(torch.rand(()) < 0.5)
     dims = []
     if flip and torch.rand(()) < 0.5:
         dims.append(-1)
@@ -148,7 +152,8 @@ def augment(*clips: torch.Tensor, flip: bool, reverse: bool) -> tuple[torch.Tens
         dims.append(-2)
     if reverse and torch.rand(()) < 0.5:
         dims.append(0)
-    return tuple(c.flip(dims) if dims else c for c in clips)
+    out = tuple(c.flip(dims) if dims else c for c in clips)
+    return tuple(c.transpose(-1, -2) for c in out) if transpose else out
 
 
 class VideoClipDataset(Dataset):

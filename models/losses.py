@@ -4,7 +4,7 @@ Pixel losses are plain functions on ``(..., C, H, W)`` tensors (images or clips)
 scalar mean. Losses with weights are modules: ``PerceptualLoss`` (VGG19 features from a local
 checkpoint, nothing downloaded) and ``PatchDiscriminator`` + ``gan_loss`` for adversarial training.
 ``exclude_from_state_dict`` keeps frozen, separately stored networks (the VGG, a VAE) out of
-checkpoints.
+checkpoints; ``excluded_modules`` finds them again (FSDP must leave them out of its flat parameters).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .metrics import ssim
+from .weights import read_state_dict
 
 
 def charbonnier_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -64,6 +65,17 @@ def exclude_from_state_dict(module: nn.Module) -> None:
 
     module.register_state_dict_post_hook(drop)
     module.register_load_state_dict_pre_hook(fill)
+    module._excluded_from_state_dict = True  # for ``excluded_modules``
+
+
+def excluded_modules(root: nn.Module) -> list[nn.Module]:
+    """The modules under ``root`` (itself included) passed to ``exclude_from_state_dict``.
+
+    What FSDP must be given as ``ignored_states``: it flattens every parameter it manages and its
+    state-dict hook then expects each of them in the state dict, which these modules' own hook
+    has emptied (see ``models.sr_module.VideoSRModule.setup``).
+    """
+    return [m for m in root.modules() if getattr(m, "_excluded_from_state_dict", False)]
 
 
 def _tensor(module: nn.Module, name: str) -> torch.Tensor:
@@ -89,7 +101,7 @@ class PerceptualLoss(nn.Module):
         unknown = set(self.layers) - set(VGG19_LAYERS)
         if unknown:
             raise ValueError(f"unknown VGG19 layers {sorted(unknown)} (known: {list(VGG19_LAYERS)})")
-        state = _load_tensors(Path(checkpoint))
+        state = read_state_dict(checkpoint)
         features = vgg19(weights=None).features[: max(VGG19_LAYERS[n] for n in self.layers) + 1]
         prefix = "features."
         features.load_state_dict(
@@ -123,16 +135,6 @@ class PerceptualLoss(nn.Module):
             if i in self._taps:
                 loss = loss + self._taps[i] * F.l1_loss(x, y)
         return loss
-
-
-def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: perceptual-loss checkpoint not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 class PatchDiscriminator(nn.Module):

@@ -27,13 +27,26 @@ GROUP_COLOURS = {"global": "#d62728", "intra": "#ff7f0e", "window": "#2ca02c"}
 @dataclass
 class ClipOptions:
     """Calibration clips: ``frames`` frames, centre-cropped (video files) or drawn (synthetic) at
-    ``height`` x ``width`` LR pixels; at most ``count`` clips."""
+    ``height`` x ``width`` LR pixels; at most ``count`` clips.
+
+    A video frame smaller than the crop is cropped to the largest multiple of ``multiple``
+    (height, width; the model's padding multiple, so that no padded pixels enter the statistics)
+    that fits it, or used whole when it is smaller than one multiple.
+    """
 
     frames: int = 9
     height: int = 64
     width: int = 64
     count: int = 4
     seed: int = 0
+    multiple: tuple[int, int] = (1, 1)
+
+
+def _crop_side(size: int, wanted: int, multiple: int) -> int:
+    """Crop side in pixels for a frame side of ``size``: ``wanted``, or what fits (see ``ClipOptions``)."""
+    if size >= wanted:
+        return wanted
+    return size // multiple * multiple or size
 
 
 def _to_clip(frames: list[torch.Tensor], opts: ClipOptions) -> torch.Tensor:
@@ -41,8 +54,9 @@ def _to_clip(frames: list[torch.Tensor], opts: ClipOptions) -> torch.Tensor:
     clip = torch.stack(frames).permute(0, 3, 1, 2)
     scale = 65535.0 if clip.dtype == torch.uint16 else 255.0
     h, w = clip.shape[-2:]
-    top, left = max(0, (h - opts.height) // 2), max(0, (w - opts.width) // 2)
-    clip = clip[..., top : top + opts.height, left : left + opts.width]
+    ch, cw = _crop_side(h, opts.height, opts.multiple[0]), _crop_side(w, opts.width, opts.multiple[1])
+    top, left = (h - ch) // 2, (w - cw) // 2
+    clip = clip[..., top : top + ch, left : left + cw]
     return (clip.float() / scale)[None]
 
 
@@ -73,9 +87,6 @@ def folder_clips(folder: Path, opts: ClipOptions) -> Iterator[torch.Tensor]:
                     break
         if len(frames) < opts.frames:
             raise InputError(path, f"has {len(frames)} frames, calibration clips need {opts.frames}")
-        if min(frames[0].shape[:2]) < min(opts.height, opts.width):
-            raise InputError(path, f"frames of {frames[0].shape[1]}x{frames[0].shape[0]} are smaller than the "
-                                   f"{opts.width}x{opts.height} calibration crop")
         yield _to_clip(frames, opts)
 
 
@@ -89,17 +100,31 @@ def load_clips(source: str, opts: ClipOptions) -> Iterator[torch.Tensor]:
 
 
 def load_network(config: str, weights: str | None) -> nn.Module:
-    """An OASIS network from a model name (``restore models``) or an architecture config file.
+    """An OASIS network in eval mode from what a user has at hand, named by ``config``:
 
-    A config file is JSON or YAML holding the ``OASISConfig`` fields, or a model card whose
-    ``config`` holds them. Random weights unless ``weights`` is given.
+    * a model name of ``restore models`` (a preset, or shipped weights);
+    * a model card (``weights/NAME.json``): its ``config``, with the weights file it names
+      (sha256 checked);
+    * a LightningCLI recipe, or a run's saved ``config.yaml`` (e.g. ``configs/oasis_t_x4.yaml``):
+      the network of its ``model.init_args`` (``network``, ``wan_path``), built as the recipe's
+      ``OASISModule`` builds it;
+    * an OASIS config file: JSON or YAML holding ``OASISConfig`` fields.
+
+    ``weights`` (``.safetensors``, or a torch or Lightning checkpoint such as a run's
+    ``last.ckpt``) take the place of a card's; without either the weights are random (Wan's
+    transformer weights for a Wan2.1 recipe).
     """
-    from .registry import build_model, list_models, load_model, load_state_dict
-
-    if config in {e.name for e in list_models()}:
-        return load_model(config, weights)
     import yaml
 
+    from models.oasis import OASIS
+
+    from .registry import build_model, list_models, load_model, load_state_dict, read_card
+
+    if config in {e.name for e in list_models()}:
+        model = load_model(config, weights)
+        if not isinstance(model, OASIS):
+            raise ModelError(None, f"{config} is a {type(model).__name__} model; calibrate-heads takes OASIS")
+        return model
     path = Path(config)
     try:
         text = path.read_text()
@@ -107,14 +132,40 @@ def load_network(config: str, weights: str | None) -> nn.Module:
     except (OSError, ValueError, yaml.YAMLError) as exc:
         raise ModelError(path, f"not a model name or a readable config file ({type(exc).__name__}: {exc})") from None
     if not isinstance(data, dict):
-        raise ModelError(path, "config file must hold a mapping of OASISConfig fields")
-    model = build_model("oasis", dict(data.get("config", data)))
+        raise ModelError(path, "config file must hold a mapping (OASISConfig fields, a model card or a recipe)")
+    expected_sha256 = None
+    if "architecture" in data:
+        card = read_card(path)
+        if card["architecture"] != "oasis":
+            raise ModelError(path, f"model card of a {card['architecture']} model; calibrate-heads takes OASIS")
+        model = build_model("oasis", dict(card["config"]))
+        if weights is None:
+            weights = path.with_name(card.get("weights", path.stem + ".safetensors"))
+            expected_sha256 = card.get("sha256")
+    elif "model" in data:
+        model = _recipe_network(path, data["model"])
+    else:
+        model = build_model("oasis", data)
     if weights is not None:
         try:
-            model.load_state_dict(load_state_dict(weights), strict=True)
+            model.load_state_dict(load_state_dict(weights, expected_sha256), strict=True)
         except RuntimeError as exc:
             raise ModelError(weights, f"weights do not fit {path.name}: {str(exc).splitlines()[0]}") from None
     return model.eval()
+
+
+def _recipe_network(path: Path, model: dict) -> nn.Module:
+    """The network of a recipe's ``model`` section (``class_path`` OASISModule, its ``init_args``)."""
+    from models.oasis.module import build_network
+
+    class_path = str(model.get("class_path") or "")
+    if class_path.rpartition(".")[2] != "OASISModule":
+        raise ModelError(path, f"recipe trains {class_path or 'no model class'}, not models.oasis.OASISModule")
+    init_args = model.get("init_args") or {}
+    try:
+        return build_network(init_args.get("network"), init_args.get("wan_path"))
+    except OSError as exc:  # the recipe's Wan2.1 folder
+        raise ModelError(path, f"model.init_args.wan_path: {exc}") from None
 
 
 def write_csv(table, path: Path) -> None:

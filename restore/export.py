@@ -9,7 +9,6 @@ in ``restore.registry``; ``sha256`` is the digest of the written weight file.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from pathlib import Path
@@ -18,20 +17,19 @@ import torch
 
 from .atomic import atomic_path
 from .errors import InputError, OutputError
-from .registry import PRESET_FAMILIES, sha256_of
+from models.families import FAMILIES, presets
+
+from .registry import sha256_of
 
 CARD_KEY = "restore_card"
 
 
 def _default_task(architecture: str, preset: str | None, path: Path) -> str:
     """The task of the preset the run started from, else the one task of the architecture's presets."""
-    try:
-        presets = importlib.import_module(PRESET_FAMILIES[architecture]).PRESETS
-    except (KeyError, ImportError, AttributeError):
-        presets = {}
-    if preset in presets:
-        return presets[preset]["task"]
-    tasks = {p["task"] for p in presets.values()}
+    named = presets(architecture) if architecture in FAMILIES else {}
+    if preset in named:
+        return named[preset]["task"]
+    tasks = {p["task"] for p in named.values()}
     if len(tasks) != 1:
         raise InputError(path, f"cannot tell the task of a {architecture!r} model: pass --task")
     return tasks.pop()
@@ -58,15 +56,35 @@ def _read_benchmarks(paths: list[str | Path]) -> dict:
     return out
 
 
+def _calibrated_routing(path: Path, config: dict, note: str | None) -> tuple[dict, dict]:
+    """(config with the routing of ``routing.json`` at ``path``, the card's ``routing`` record)."""
+    from models.oasis.calibration import RoutingTable
+
+    try:
+        table = RoutingTable.load(path)
+    except ValueError as exc:
+        raise InputError(path, str(exc).split(": ", 1)[-1]) from None
+    if len(table.layers) != config.get("layers") or any(len(h) != config.get("heads") for h in table.layers):
+        raise InputError(path, f"routing of {len(table.layers)} layers does not fit the model's "
+                               f"{config.get('layers')} layers of {config.get('heads')} heads")
+    config = {**config, "routing": table.layers, "window": list(table.window)}
+    totals = {g: sum(c[g] for c in table.counts()) for g in ("global", "intra", "window")}
+    return config, {"source": "restore calibrate-heads", "file": path.name, "sha256": sha256_of(path),
+                    "heads": totals, "note": note}
+
+
 def export_checkpoint(ckpt: str | Path, out: str | Path, *, name: str | None = None, task: str | None = None,
-                      data: str | None = None, benchmarks: list[str | Path] = (), default: bool = False) -> Path:
+                      data: str | None = None, benchmarks: list[str | Path] = (), default: bool = False,
+                      routing: str | Path | None = None, routing_note: str | None = None) -> Path:
     """Write ``out`` (``.safetensors``) with the network weights of ``ckpt`` and the card beside it -> card path.
 
     ``name`` defaults to the stem of ``out``; ``task`` to the task of the preset the run started
     from, or of the architecture's presets when they all share one; ``data`` describes the
     training data in words; ``benchmarks``: ``restore bench --json`` result files, stored in the
     card under their file stems; ``default``: the card marks the model the default of its task
-    and scale (``restore.registry.default_model``).
+    and scale (``restore.registry.default_model``); ``routing``: a ``routing.json`` of
+    ``restore calibrate-heads`` whose head groups replace the trained ones in the card's config
+    (OASIS), recorded with ``routing_note`` (which clips, which thresholds) under ``routing``.
     """
     ckpt, out = Path(ckpt), Path(out)
     if out.suffix != ".safetensors":
@@ -85,6 +103,9 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, *, name: str | None = N
         raise InputError(ckpt, "no network weights (keys starting with 'net.') in its state_dict")
     task = task or _default_task(info["architecture"], info.get("preset"), ckpt)  # before anything is written
     bench = _read_benchmarks(list(benchmarks))
+    config, routing_record = info["config"], None
+    if routing is not None:
+        config, routing_record = _calibrated_routing(Path(routing), config, routing_note)
 
     from safetensors.torch import save_file
 
@@ -96,7 +117,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, *, name: str | None = N
         "architecture": info["architecture"],
         "task": task,
         "scale": int(info["scale"]),
-        "config": info["config"],
+        "config": config,
         "weights": out.name,
         "sha256": sha256_of(out),
         "default": default,
@@ -113,6 +134,8 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, *, name: str | None = N
         "metrics": info.get("metrics", {}),
         "benchmarks": bench,
     }
+    if routing_record is not None:
+        card["routing"] = routing_record
     card_path = out.with_suffix(".json")
     _write_atomically(card_path, lambda tmp: tmp.write_text(json.dumps(card, indent=2) + "\n"))
     return card_path

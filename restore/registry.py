@@ -32,20 +32,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from models.families import FAMILIES, network_class, presets
+from models.weights import read_state_dict
+
 from .errors import ModelError
-
-# architecture name -> "module:Class"; imported lazily so that listing models stays fast.
-ARCHITECTURES: dict[str, str] = {
-    "bicubic": "models.bicubic:Bicubic",
-    "identity": "models.classical:Identity",
-    "nlm": "models.classical:NonLocalMeans",
-    "oasis": "models.oasis:OASIS",
-    "rat": "models.rat:RAT",
-    "srvgg": "models.srvgg:SRVGG",
-}
-
-# model families that publish named presets as ``PRESETS: dict[str, dict]`` (name -> entry fields)
-PRESET_FAMILIES: dict[str, str] = {"oasis": "models.oasis", "rat": "models.rat", "srvgg": "models.srvgg"}
 
 DEFAULT_VIDEO_MODEL = "bicubic"
 
@@ -54,7 +44,9 @@ DEFAULT_VIDEO_MODEL = "bicubic"
 class ModelEntry:
     """One row of ``restore models``.
 
-    ``weights`` is None for the built-in baseline and for presets without trained weights.
+    ``weights`` is None for the built-in baseline and for presets without trained weights;
+    ``test_only`` marks presets for tests and smoke runs (``oasis-t``), which ``restore models``
+    and the demo do not offer.
     """
 
     name: str
@@ -65,6 +57,7 @@ class ModelEntry:
     source: str
     weights: Path | None = None
     card: dict = field(default_factory=dict)
+    test_only: bool = False
 
     @property
     def needs_weights(self) -> bool:
@@ -79,22 +72,10 @@ def weights_dir() -> Path:
     return Path(importlib.import_module("models").__path__[0]).resolve().parent / "weights"
 
 
-def _architecture_class(name: str) -> type[nn.Module]:
-    try:
-        module_name, class_name = ARCHITECTURES[name].split(":")
-    except KeyError:
-        raise ModelError(None, f"unknown architecture {name!r} (known: {', '.join(ARCHITECTURES)})") from None
-    return getattr(importlib.import_module(module_name), class_name)
-
-
 def _preset_entries() -> list[ModelEntry]:
     entries = []
-    for family, module_name in PRESET_FAMILIES.items():
-        try:
-            presets = importlib.import_module(module_name).PRESETS
-        except (ImportError, AttributeError):
-            continue  # family not built yet
-        for name, preset in presets.items():
+    for family in FAMILIES:
+        for name, preset in presets(family).items():
             entries.append(
                 ModelEntry(
                     name=name,
@@ -103,6 +84,7 @@ def _preset_entries() -> list[ModelEntry]:
                     scale=int(preset["config"].get("scale", 1)),
                     config=dict(preset["config"]),
                     source="preset (untrained: pass --weights)",
+                    test_only=bool(preset.get("test_only", False)),
                 )
             )
     return entries
@@ -180,40 +162,25 @@ def sha256_of(path: Path, chunk_bytes: int = 1 << 20) -> str:
 
 
 def load_state_dict(path: str | Path, expected_sha256: str | None = None) -> dict[str, torch.Tensor]:
-    """Load tensors from ``.safetensors`` or a torch checkpoint, never unpickling arbitrary objects.
-
-    Torch files go through ``torch.load(weights_only=True)``; a Lightning checkpoint's
-    ``state_dict`` (or a BasicSR release's ``params_ema``/``params``) is unwrapped and the ``net.``
-    prefix (the network attribute of our LightningModules) stripped. ``expected_sha256`` is checked first when given.
-    """
+    """``models.weights.read_state_dict`` with errors as ``ModelError``; ``expected_sha256`` is checked first when given."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(path, "weight file not found")
     if expected_sha256 and sha256_of(path) != expected_sha256:
         raise ModelError(path, "sha256 does not match the model card: corrupt or replaced weight file")
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad weight file
-        raise ModelError(path, f"cannot read weights ({type(exc).__name__}: {exc})".splitlines()[0]) from None
-    for wrapper in ("state_dict", "params_ema", "params"):  # Lightning; BasicSR / Real-ESRGAN releases
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-            break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelError(path, "not a state dict of tensors")
-    if any(k.startswith("net.") for k in state):
-        state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
-    return state
+        return read_state_dict(path)
+    except ValueError as exc:
+        raise ModelError(path, str(exc)) from None
 
 
 def build_model(architecture: str, config: dict) -> nn.Module:
-    """Instantiate an architecture from its config dict (random weights)."""
-    return _architecture_class(architecture).from_config(config)
+    """Instantiate an architecture (a key of ``models.families.FAMILIES``) from its config dict (random weights)."""
+    try:
+        cls = network_class(architecture)
+    except KeyError as exc:
+        raise ModelError(None, exc.args[0]) from None
+    return cls.from_config(config)
 
 
 def load_model(

@@ -15,22 +15,27 @@ from __future__ import annotations
 from .config import OASISConfig
 from .network import OASIS
 
-# oasis-s heads per layer: one global head for clip-wide (temporal) context, one intra-frame
-# head, four cheap (3, 5, 5) window heads. Hand-set so the untrained model already has the
-# speed of the shipped one; recalibrate with models.oasis.calibration after training.
-_OASIS_S_ROUTING = [["global", "intra", "window", "window", "window", "window"] for _ in range(8)]
+# oasis-s heads per layer before calibration: one global head for clip-wide (temporal) context,
+# one intra-frame head, two cheap (3, 3, 3) window heads. Windows smaller than the training token
+# grid (192 px crops: 3 x 6 x 6 tokens), so window heads learn local attention; the shipped
+# routing comes from `restore calibrate-heads` on the trained model (see its model card).
+_OASIS_S_ROUTING = [["global", "intra", "window", "window"] for _ in range(6)]
 
 PRESETS: dict[str, dict] = {
+    # Capacity where the pixels are: a light DiT for coarse, clip-wide context (a token covers
+    # 8x8 LR pixels) and a 48-channel, 6-block decoder at LR resolution that reads frames
+    # t-1, t, t+1 (sub-pixel motion that tokens cannot express). About 2.3M parameters.
     "oasis-s": {
         "task": "video-sr",
         "config": {
-            "scale": 4, "heads": 6, "head_dim": 32, "layers": 8, "ffn_dim": 576, "patch_size": [1, 2, 2],
-            "unshuffle": 4, "decoder": "light", "decoder_channels": 32, "decoder_blocks": 2,
-            "temporal_window": 8, "routing": _OASIS_S_ROUTING, "window": [3, 5, 5],
+            "scale": 4, "heads": 4, "head_dim": 32, "layers": 6, "ffn_dim": 384, "patch_size": [1, 2, 2],
+            "unshuffle": 4, "decoder": "light", "decoder_channels": 48, "decoder_blocks": 6, "decoder_neighbors": 1,
+            "temporal_window": 8, "routing": _OASIS_S_ROUTING, "window": [3, 3, 3],
         },
     },
-    "oasis-t": {
+    "oasis-t": {  # tests and smoke runs only: not listed by `restore models`
         "task": "video-sr",
+        "test_only": True,
         "config": {
             "scale": 4, "heads": 2, "head_dim": 8, "layers": 2, "ffn_dim": 32, "patch_size": [1, 2, 2],
             "unshuffle": 2, "freq_dim": 16, "decoder": "light", "decoder_channels": 8, "decoder_blocks": 1,

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 DECODERS = ("light", "wan")
+OBJECTIVES = ("one_step", "flow_matching")
 
 
 @dataclass
@@ -46,6 +47,9 @@ class OASISConfig:
             (sigma = t/1000). Not published by OASIS; 399 is what DOVE uses.
         decoder: "light" (trained jointly, no VAE) or "wan" (frozen Wan2.1 VAE decoder).
         decoder_channels, decoder_blocks: width and residual blocks of the light decoder.
+        decoder_neighbors: LR frames on each side of frame t that the light decoder reads with it
+            (0: each frame alone); the video engine's chunks give them, at the clip's ends the
+            first or last frame stands in.
         latent_std: light decoder only: the HR-minus-bicubic residual is divided by this so the
             flow-matching latent has roughly unit variance.
         temporal_window: frames the model sees jointly at inference; the video engine chunks
@@ -56,6 +60,9 @@ class OASISConfig:
         window: (t, h, w) extent of "window" heads, in tokens.
         wan_path: local Wan2.1 diffusers folder (``decoder="wan"`` only; its ``vae/`` is loaded).
         wan_latent_channels: latent channels of that VAE (16 for Wan2.1).
+        objective: what the weights were trained for, set by ``OASISModule``: "one_step" (the
+            single forward pass at t*; ``OASIS.sample`` refuses such weights, their velocity at
+            other noise levels was never trained) or "flow_matching" (the N-step sampler works).
     """
 
     scale: int = 4
@@ -73,12 +80,14 @@ class OASISConfig:
     decoder: str = "light"
     decoder_channels: int = 32
     decoder_blocks: int = 2
+    decoder_neighbors: int = 0
     latent_std: float = 0.1
     temporal_window: int = 8
     routing: list[list[str]] | str | None = None
     window: tuple[int, int, int] = (3, 5, 5)
     wan_path: str | None = None
     wan_latent_channels: int = 16
+    objective: str = "one_step"
 
     def __post_init__(self) -> None:
         self.patch_size = tuple(int(n) for n in self.patch_size)
@@ -87,6 +96,8 @@ class OASISConfig:
             raise ValueError(f"scale must be 2 or 4, got {self.scale}")
         if self.decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.decoder == "wan":
             if not self.wan_path:
                 raise ValueError("decoder='wan' needs wan_path (a local Wan2.1 diffusers folder)")

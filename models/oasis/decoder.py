@@ -6,9 +6,10 @@ frame, the first frame alone, like the Wan VAE's causal temporal compression).
 
 ``LightDecoder`` defines a latent that needs no learned encoder: the HR residual over bicubic,
 pixel-unshuffled to the LR grid, scaled to about unit variance. Decoding refines that residual
-with a few convolutions at LR resolution, conditioned on the LR frames, adds bicubic (computed
-as a polyphase filter on the LR grid) and pixel-shuffles to HR as the very last step. A zero
-latent decodes to bicubic exactly, and so does an untrained decoder.
+with a few convolutions at LR resolution, conditioned on the LR frame and its ``neighbors`` on each side (early fusion: the
+convolutions see the sub-pixel motion between them, which 8x8-pixel tokens cannot express), adds
+bicubic (computed as a polyphase filter on the LR grid) and pixel-shuffles to HR as the very last
+step. A zero latent decodes to bicubic exactly, and so does an untrained decoder.
 """
 
 from __future__ import annotations
@@ -49,6 +50,19 @@ def unpack_frames(latent: torch.Tensor, p: int) -> torch.Tensor:
     b, pc, tz, h, w = latent.shape
     clip = latent.transpose(1, 2).reshape(b, tz * p, pc // p, h, w)
     return clip[:, p - 1 :] if p > 1 else clip
+
+
+def neighbor_frames(clip: torch.Tensor, radius: int) -> torch.Tensor:
+    """Each frame with its ``radius`` neighbours on each side, stacked in channels.
+
+    ``(B, T, C, H, W) -> (B, T, (2r+1)*C, H, W)``, frames ``t-r .. t+r`` in order; the first and
+    last frames stand in for neighbours beyond the clip's ends.
+    """
+    if radius == 0:
+        return clip
+    t = clip.shape[1]
+    index = (torch.arange(t, device=clip.device)[:, None] + torch.arange(-radius, radius + 1, device=clip.device)).clamp(0, t - 1)
+    return clip[:, index].flatten(2, 3)
 
 
 def bicubic_kernel(scale: int, a: float = -0.75) -> torch.Tensor:
@@ -98,17 +112,19 @@ class LightDecoder(nn.Module):
 
     All convolutions run at LR resolution (``channels`` wide, ``blocks`` residual blocks) on the
     HR clip in space-to-depth form ``(3*s*s, h, w)``; the pixel shuffle to HR is the last step.
+    They read LR frame ``t`` with its ``neighbors`` on each side (``neighbor_frames``).
     """
 
     def __init__(
-        self, scale: int, unshuffle: int, temporal_packing: int, channels: int, blocks: int, latent_std: float
+        self, scale: int, unshuffle: int, temporal_packing: int, channels: int, blocks: int, latent_std: float,
+        neighbors: int = 0,
     ):
         super().__init__()
         self.scale, self.unshuffle, self.temporal_packing = scale, unshuffle, temporal_packing
-        self.latent_std = latent_std
+        self.latent_std, self.neighbors = latent_std, neighbors
         s2 = 3 * scale * scale
         self.register_buffer("bicubic", bicubic_kernel(scale).repeat(3, 1, 1, 1), persistent=False)
-        self.conv_in = nn.Conv2d(3 + s2, channels, 3, padding=1)
+        self.conv_in = nn.Conv2d(3 * (2 * neighbors + 1) + s2, channels, 3, padding=1)
         self.body = nn.Sequential(*(ResidualBlock(channels) for _ in range(blocks)))
         self.conv_out = nn.Conv2d(channels, s2, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
@@ -130,9 +146,11 @@ class LightDecoder(nn.Module):
 
     def decode(self, latent: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
         b, t = lr.shape[:2]
-        lr = lr.flatten(0, 1).to(latent.dtype)
+        lr = lr.to(latent.dtype)
+        context = neighbor_frames(lr, self.neighbors).flatten(0, 1)  # (B*T, 3*(2r+1), h, w)
+        lr = lr.flatten(0, 1)
         residual = depth_to_space(unpack_frames(latent * self.latent_std, self.temporal_packing), self.unshuffle)
         residual = residual.flatten(0, 1)  # (B*T, 3*s*s, h, w)
-        correction = self.conv_out(self.body(self.conv_in(torch.cat([lr, residual], dim=1))))
+        correction = self.conv_out(self.body(self.conv_in(torch.cat([context, residual], dim=1))))
         out = self.upsample(lr) + residual + correction
         return F.pixel_shuffle(out, self.scale).unflatten(0, (b, t))

@@ -13,45 +13,40 @@ Objectives:
   validation runs the N-step sampler (``sample_steps``). A one-step run starts from it with
   ``init_checkpoint``.
 
-Validation logs PSNR / SSIM on Y (BT.601, ``crop_border = scale``) of the model and of bicubic,
-and saves the middle frame of the first clips (bicubic | model | HR) as PNGs under
-``<log_dir>/samples/``. EMA is Lightning's ``WeightAveraging`` callback, configured in the
+Validation, sample PNGs and the optimiser are ``models.sr_module.VideoSRModule``'s (PSNR / SSIM on
+Y of the model and of bicubic; the flow-matching stage validates its N-step sampler). EMA is Lightning's ``WeightAveraging`` callback, configured in the
 trainer; it swaps the averaged weights in for validation, and this module keeps no copy of its
 own that could bypass that.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
 from ..losses import PatchDiscriminator, PerceptualLoss, charbonnier_loss, frequency_loss, gan_loss, ssim_loss
-from ..metrics import psnr, ssim
+from ..sr_module import VideoSRModule
+from ..weights import read_state_dict
 from . import PRESETS
-from .config import OASISConfig
+from .config import OBJECTIVES, OASISConfig
 from .network import OASIS
 
-OBJECTIVES = ("one_step", "flow_matching")
+
+def build_network(network: OASISConfig | dict | None = None, wan_path: str | None = None) -> OASIS:
+    """The network that ``OASISModule(network=..., wan_path=...)`` trains, before any checkpoint.
+
+    ``network``: ``OASISConfig`` fields, default the ``oasis-s`` preset; with ``wan_path`` (a local
+    Wan2.1 diffusers folder) only overrides of the Wan geometry, initialised with Wan's transformer
+    weights. Also what ``restore calibrate-heads`` builds from a training recipe.
+    """
+    if isinstance(network, OASISConfig):
+        network = network.to_dict()
+    if wan_path is not None:
+        return OASIS.from_wan(wan_path, **(network or {}))
+    return OASIS.from_config(network if network is not None else PRESETS["oasis-s"]["config"])
 
 
-def _load_network_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """Network tensors of a Lightning checkpoint (``net.`` prefix stripped) or a weight file."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state)
-    if any(k.startswith("net.") for k in state):
-        state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
-    return state
-
-
-class OASISModule(pl.LightningModule):
+class OASISModule(VideoSRModule):
     """Trains ``OASIS`` (held as ``self.net``).
 
     Args:
@@ -71,7 +66,9 @@ class OASISModule(pl.LightningModule):
             optimisation (generator and discriminator step on every batch).
         latent_weight: MSE between the one-step latent and the encoded HR clip (one_step).
         lr, betas, weight_decay: AdamW of the network.
-        lr_min: if set, cosine decay per step from ``lr`` to ``lr_min`` over the whole run.
+        lr_min: if set, cosine decay per step from ``lr`` to ``lr_min`` over the whole run
+            (``models.schedules.ContinuedCosine``: a run resumed with a larger ``max_steps``
+            continues the decay to the new end).
         sample_steps: Euler steps of the validation sampler (flow_matching).
         log_samples: validation clips saved as PNG per validation run (0: none).
         gradient_checkpointing: recompute transformer blocks in the backward pass (saves memory).
@@ -112,12 +109,10 @@ class OASISModule(pl.LightningModule):
             network = network.to_dict()  # plain dict in checkpoints (loadable with weights_only=True)
         self.save_hyperparameters()
 
-        if wan_path is not None:
-            self.net = OASIS.from_wan(wan_path, **(network or {}))
-        else:
-            self.net = OASIS.from_config(network if network is not None else PRESETS["oasis-s"]["config"])
+        self.net = build_network(network, wan_path)
         if init_checkpoint is not None:
-            self.net.load_state_dict(_load_network_state(init_checkpoint))
+            self.net.load_state_dict(read_state_dict(init_checkpoint))
+        self.net.config.objective = objective  # recorded in the model card: whether sample() is trained
         self.net.transformer.gradient_checkpointing = gradient_checkpointing
         if objective == "one_step":
             # one step never feeds a noisy latent (only the embedding's bias enters); a frozen weight
@@ -128,16 +123,6 @@ class OASISModule(pl.LightningModule):
         self.perceptual = PerceptualLoss(perceptual_checkpoint, perceptual_layers) if perceptual_weight > 0 else None
         self.discriminator = PatchDiscriminator(channels=discriminator_channels) if adversarial_weight > 0 else None
         self.automatic_optimization = self.discriminator is None
-
-    def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        """``(B, T, 3, h, w) -> (B, T, 3, s*h, s*w)`` in [0, 1] (one step)."""
-        return self.net(lr)
-
-    @staticmethod
-    def _unpack(batch) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(batch, dict):
-            return batch["lr"], batch["hr"]
-        return batch[0], batch[1]
 
     # -- losses -------------------------------------------------------------------------------
 
@@ -170,7 +155,7 @@ class OASISModule(pl.LightningModule):
     # -- steps --------------------------------------------------------------------------------
 
     def training_step(self, batch, batch_idx: int):
-        lr, hr = self._unpack(batch)
+        lr, hr = self.unpack(batch)
         if self.hparams.objective == "flow_matching":
             loss, logs = self._flow_matching_loss(lr, hr)
         else:
@@ -200,50 +185,35 @@ class OASISModule(pl.LightningModule):
             scheduler.step()
         return loss, logs
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        lr, hr = self._unpack(batch)
+    def validation_prediction(self, lr: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        """One step, or the N-step sampler when training the flow-matching prior."""
         if self.hparams.objective == "flow_matching":
             generator = torch.Generator(device=lr.device).manual_seed(batch_idx)
-            pred = self.net.sample(lr, self.hparams.sample_steps, generator=generator)
-        else:
-            pred = self.net(lr)
-        bicubic = F.interpolate(lr.flatten(0, 1), scale_factor=self.net.scale, mode="bicubic", align_corners=False)
-        bicubic = bicubic.clamp(0, 1).unflatten(0, lr.shape[:2])
-        crop = self.net.scale
-        metrics = {
-            "val/psnr_y": psnr(pred, hr, crop_border=crop, y_channel=True).mean(),
-            "val/ssim_y": ssim(pred, hr, crop_border=crop, y_channel=True).mean(),
-            "val/psnr_y_bicubic": psnr(bicubic, hr, crop_border=crop, y_channel=True).mean(),
-        }
-        self.log_dict(metrics, prog_bar=False, sync_dist=True, batch_size=lr.shape[0])
-        self.log("val/psnr", metrics["val/psnr_y"], prog_bar=True, sync_dist=True, batch_size=lr.shape[0])
-        if batch_idx == 0 and self.hparams.log_samples > 0 and self.trainer.is_global_zero:
-            self._save_samples(bicubic, pred, hr)
-
-    def _save_samples(self, bicubic: torch.Tensor, pred: torch.Tensor, hr: torch.Tensor) -> None:
-        from torchvision.utils import save_image
-
-        n, mid = min(self.hparams.log_samples, hr.shape[0]), hr.shape[1] // 2
-        rows = [torch.cat([x[i, mid] for x in (bicubic, pred, hr)], dim=-1) for i in range(n)]
-        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "samples"
-        folder.mkdir(parents=True, exist_ok=True)
-        save_image(torch.stack(rows).float().cpu(), folder / f"step{self.global_step:07d}.png", nrow=1)
-
-    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
-        lr = batch["lr"] if isinstance(batch, dict) else batch[0] if isinstance(batch, (list, tuple)) else batch
-        return self.net(lr)
+            return self.net.sample(lr, self.hparams.sample_steps, generator=generator)
+        return self(lr)
 
     # -- optimisation -------------------------------------------------------------------------
 
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """Norm clipping under FSDP too (``gradient_clip_val`` of ``configs/oasis_1.3b_x4.yaml``).
+
+        Each FSDP rank holds a shard of every gradient, so only the root wrapper's
+        ``clip_grad_norm_`` sees the global norm; Lightning's ``FSDPPrecision`` refuses norm
+        clipping for that reason (it has no handle on the root). Other strategies: Lightning's.
+        """
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        fsdp_root = self.trainer.model if isinstance(self.trainer.model, FullyShardedDataParallel) else None
+        if fsdp_root is not None and gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
+            fsdp_root.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self):
-        hp = self.hparams
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        optimizers = [torch.optim.AdamW(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)]
+        optimizers = [self.network_optimizer()]
         if self.discriminator is not None:
+            hp = self.hparams
             d_params = self.discriminator.parameters()
             optimizers.append(torch.optim.AdamW(d_params, lr=hp.discriminator_lr, betas=tuple(hp.betas)))
-        if hp.lr_min is None:
-            return optimizers
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizers[0], T_max=total, eta_min=hp.lr_min)
-        return optimizers, [{"scheduler": cosine, "interval": "step"}]
+        return optimizers, self.cosine_schedule(optimizers[0])

@@ -85,7 +85,7 @@ class OASIS(nn.Module):
         else:
             self.codec = LightDecoder(
                 config.scale, config.unshuffle, config.temporal_packing,
-                config.decoder_channels, config.decoder_blocks, config.latent_std,
+                config.decoder_channels, config.decoder_blocks, config.latent_std, config.decoder_neighbors,
             )
 
     @classmethod
@@ -167,7 +167,14 @@ class OASIS(nn.Module):
 
     @torch.no_grad()
     def sample(self, clip: torch.Tensor, steps: int = 20, generator: torch.Generator | None = None) -> torch.Tensor:
-        """N-step Euler flow-matching sampler, sigma 1 -> 0: ``(B, T, 3, h, w) -> (B, T, 3, s*h, s*w)`` in [0, 1]."""
+        """N-step Euler flow-matching sampler, sigma 1 -> 0: ``(B, T, 3, h, w) -> (B, T, 3, s*h, s*w)`` in [0, 1].
+
+        Only for weights trained with the flow-matching objective (``config.objective``): a
+        one-step model's velocity is trained at t* alone, and its samples are noise.
+        """
+        if self.config.objective != "flow_matching":
+            raise ValueError("these weights were trained for one-step restoration only (objective "
+                             f"{self.config.objective!r}): sample() needs a flow-matching checkpoint; use forward()")
         x_lr = self.encode_lr(clip)
         b, _, t, h, w = x_lr.shape
         shape = (b, self.config.latent_channels, t, h, w)

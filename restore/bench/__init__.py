@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, str] = {
     "attention": "restore.bench.attention",
     "regions": "restore.bench.regions",
     "quality": "restore.bench.quality",
+    "train": "training_speed",  # top level beside `training`: it runs recipes through `restore train`
 }
 
 

@@ -4,8 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from datasets.images import ImageToVideoDataModule, ImageToVideoDataset, MotionConfig, PairedImageDataModule, camera_grid
+from datasets.images import ImageToVideoDataModule, ImageToVideoDataset, MotionConfig, PairedImageDataModule, pseudo_clip
 from datasets.synthetic import moving_texture
+from datasets.video import augment
 from restore.errors import InputError
 
 
@@ -17,23 +18,48 @@ def image_root(tmp_path_factory):
     return root
 
 
-def test_still_camera_grid_is_a_plain_crop():
-    image = torch.rand(1, 3, 20, 30)
-    grid = camera_grid(20, 30, 8, 3, centre=(9.5, 12.5), motion=MotionConfig(0, 0, 0, 0))
-    frames = F.grid_sample(image.expand(3, -1, -1, -1), grid, mode="bilinear", align_corners=False)
-    assert torch.allclose(frames, image[:, :, 6:14, 9:17].expand(3, -1, -1, -1), atol=1e-5)
+def _find(frame: np.ndarray, image: np.ndarray) -> tuple[int, int] | None:
+    """Where ``frame`` stands in ``image`` as an exact crop, or None."""
+    h, w = frame.shape[:2]
+    for y in range(image.shape[0] - h + 1):
+        for x in range(image.shape[1] - w + 1):
+            if np.array_equal(image[y : y + h, x : x + w], frame):
+                return y, x
+    return None
 
 
-def test_pseudo_clips_move_smoothly():
-    grid = camera_grid(200, 200, 32, 5, centre=(100, 100), motion=MotionConfig(shift=4, accel=0, zoom=0, rotation=0),
-                       generator=torch.Generator().manual_seed(0))
-    step = grid[1:] - grid[:-1]
-    assert torch.allclose(step, step[:1].expand_as(step), atol=1e-5)  # constant velocity
-    assert step.abs().max() > 0
+def test_pseudo_clip_frames_are_exact_crops_along_a_smooth_path():
+    image = np.random.default_rng(0).integers(0, 256, (60, 70, 3), dtype=np.uint8)
+    motion = MotionConfig(shift=3, accel=0, still_prob=0, object_prob=0)
+    clip = pseudo_clip(image, 5, 16, motion, train=True, generator=torch.Generator().manual_seed(1))
+    corners = np.array([_find(frame, image) for frame in clip])  # fails (None) for any resampled frame
+    steps = np.diff(corners, axis=0)
+    assert (np.abs(steps - steps[0]) <= 1).all() and np.abs(steps).sum() > 0  # constant velocity, rounded
+
+
+def test_pseudo_clip_objects_move_over_the_scene_with_real_pixels():
+    image = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    still = MotionConfig(shift=0, accel=0, still_prob=0, object_prob=1.0, object_size=(0.5, 0.5), object_shift=3)
+    clip = pseudo_clip(image, 4, 32, still, train=True, generator=torch.Generator().manual_seed(3))
+    changed = [(clip[t] != clip[0]).any(-1) for t in range(1, 4)]
+    assert any(c.any() for c in changed)  # the object moves while the camera stands still
+    pixels = {tuple(v) for v in image.reshape(-1, 3)}
+    assert all(tuple(v) in pixels for v in clip.reshape(-1, 3))  # nothing interpolated
+
+
+def test_augment_reaches_all_eight_dihedral_transforms():
+    clip = torch.arange(9).reshape(1, 1, 3, 3)
+    seen = set()
+    torch.manual_seed(0)
+    for _ in range(200):
+        (out,) = augment(clip, flip=True, reverse=False)
+        seen.add(tuple(out.flatten().tolist()))
+    assert len(seen) == 8
 
 
 def test_module_yields_documented_shapes_and_ranges(image_root):
-    data = ImageToVideoDataModule(root=str(image_root), val_count=1, num_frames=4, crop_size=32, batch_size=2, num_workers=0)
+    data = ImageToVideoDataModule(root=str(image_root), val_count=1, motion=MotionConfig(still_prob=0), num_frames=4,
+                                  crop_size=32, batch_size=2, num_workers=0)
     data.setup("fit")
     batch = data.on_after_batch_transfer(next(iter(data.train_dataloader())), 0)
     assert batch["hr"].shape == (2, 4, 3, 32, 32) and batch["lr"].shape == (2, 4, 3, 8, 8)

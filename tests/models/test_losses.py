@@ -8,6 +8,7 @@ from models.losses import (
     PatchDiscriminator,
     PerceptualLoss,
     charbonnier_loss,
+    excluded_modules,
     frequency_loss,
     gan_loss,
     ssim_loss,
@@ -55,6 +56,9 @@ def test_perceptual_loss_from_local_checkpoint(tmp_path):
     loss.backward()
     assert loss.item() > 0 and x.grad.abs().sum() > 0
     assert all(p.grad is None for p in loss_fn.parameters())
+    holder = torch.nn.ModuleDict({"perceptual": loss_fn, "conv": torch.nn.Conv2d(3, 3, 1)})
+    assert list(holder.state_dict()) == ["conv.weight", "conv.bias"]  # the VGG stays out
+    assert excluded_modules(holder) == [loss_fn]  # what FSDP is told to ignore
 
 
 def test_perceptual_loss_missing_checkpoint(tmp_path):

@@ -1,6 +1,7 @@
 import csv
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,8 +9,8 @@ from torch import nn
 
 from models.oasis.attention import routed_attention
 from models.oasis.calibration import RoutingTable
-from restore.calibrate import ClipOptions, calibrate_heads, folder_clips, load_clips
-from restore.errors import InputError
+from restore.calibrate import ClipOptions, calibrate_heads, folder_clips, load_clips, load_network
+from restore.errors import InputError, ModelError
 from restore.io.samples import make_sample_video
 
 
@@ -108,3 +109,58 @@ def test_cli_reports_bad_config_in_one_line(tmp_path, capsys):
                "--out", str(tmp_path / "r.json")])
     err = capsys.readouterr().err
     assert rc == 1 and "nope.yaml" in err and len(err.strip().splitlines()) == 1
+
+
+def test_small_video_frames_are_cropped_to_what_fits_the_model(tmp_path):
+    """A clip smaller than the crop is calibrated on its largest centre crop of whole padding
+    multiples, or whole when it is smaller than one multiple (it used to stop the calibration)."""
+    from datasets.synthetic import moving_texture, write_video
+
+    write_video(tmp_path / "small.mp4", moving_texture(3, 38, 46, seed=0), audio=False)
+    (clip,) = folder_clips(tmp_path, ClipOptions(frames=3, height=64, width=64, multiple=(4, 4)))
+    assert clip.shape == (1, 3, 3, 36, 44)
+    (clip,) = folder_clips(tmp_path, ClipOptions(frames=3, height=64, width=64, multiple=(64, 64)))
+    assert clip.shape == (1, 3, 3, 38, 46)
+
+
+def test_cli_calibrate_heads_takes_the_training_recipe_and_a_small_real_clip(tmp_path, capsys):
+    """`restore calibrate-heads --config configs/oasis_t_x4.yaml` (a LightningCLI recipe: its
+    model.init_args.network) on a 46x38 video at the default 64x64 crop."""
+    from cli import main
+    from datasets.synthetic import moving_texture, write_video
+
+    recipe = Path(__file__).resolve().parents[2] / "configs" / "oasis_t_x4.yaml"
+    write_video(tmp_path / "clips" / "small.mp4", moving_texture(3, 38, 46, seed=0))
+    out = tmp_path / "r.json"
+    rc = main(["calibrate-heads", "--config", str(recipe), "--clips", str(tmp_path / "clips"), "--out", str(out),
+               "--frames", "3", "--queries", "8", "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    table = RoutingTable.load(out)
+    assert [len(heads) for heads in table.layers] == [2, 2]  # oasis-t: 2 layers of 2 heads
+    assert out.with_suffix(".csv").is_file() and out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_load_network_from_a_model_card_takes_the_weights_it_names(tmp_path):
+    from safetensors.torch import save_file
+
+    from models.oasis import OASIS, PRESETS
+    from restore.registry import sha256_of
+
+    torch.manual_seed(0)
+    trained = OASIS.from_config(PRESETS["oasis-t"]["config"])
+    save_file(trained.state_dict(), tmp_path / "mine.safetensors")
+    card = {"name": "mine", "architecture": "oasis", "task": "video-sr", "scale": 4, "config": trained.config_dict(),
+            "weights": "mine.safetensors", "sha256": sha256_of(tmp_path / "mine.safetensors")}
+    (tmp_path / "mine.json").write_text(json.dumps(card))
+    loaded = load_network(str(tmp_path / "mine.json"), None)
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in trained.state_dict().items())
+    (tmp_path / "mine.json").write_text(json.dumps({**card, "sha256": "0" * 64}))
+    with pytest.raises(ModelError, match="sha256"):
+        load_network(str(tmp_path / "mine.json"), None)
+
+
+def test_load_network_refuses_a_recipe_of_another_model(tmp_path):
+    recipe = tmp_path / "rat.yaml"
+    recipe.write_text("model:\n  class_path: models.rat.RATModule\n  init_args:\n    preset: rat-t\n")
+    with pytest.raises(ModelError, match="not models.oasis.OASISModule"):
+        load_network(str(recipe), None)

@@ -34,3 +34,39 @@ def test_an_unknown_task_fails_before_anything_is_written(tmp_path):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     card = json.loads(export_checkpoint(ckpt, tmp_path / "rat.safetensors", task="ct-denoise").read_text())
     assert card["task"] == "ct-denoise"
+
+
+def _oasis_checkpoint(path):
+    from models.oasis import OASIS
+    from models.oasis import PRESETS as OASIS_PRESETS
+
+    net = OASIS.from_config(OASIS_PRESETS["oasis-t"]["config"])
+    card = {"architecture": "oasis", "config": net.config_dict(), "scale": 4, "preset": None, "metrics": {}}
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}, CARD_KEY: card}, path)
+    return path
+
+
+def test_calibrated_routing_replaces_the_trained_one_in_the_card_and_in_the_loaded_model(tmp_path):
+    from models.oasis.calibration import RoutingTable, attention_modules
+    from restore.registry import load_model
+
+    routing = tmp_path / "routing.json"
+    RoutingTable([["window", "window"], ["global", "intra"]], window=(1, 3, 3)).save(routing)
+    out = tmp_path / "oasis-t-x4.safetensors"
+    card = json.loads(export_checkpoint(_oasis_checkpoint(tmp_path / "last.ckpt"), out, routing=routing,
+                                        routing_note="world.mp4, default thresholds").read_text())
+    assert card["config"]["routing"] == [["window", "window"], ["global", "intra"]]
+    assert card["config"]["window"] == [1, 3, 3]
+    assert card["routing"]["heads"] == {"global": 1, "intra": 1, "window": 2}
+    assert card["routing"]["note"] == "world.mp4, default thresholds"
+    model = load_model("oasis-t", weights=out)
+    assert [m.routing for m in attention_modules(model)] == [["window", "window"], ["global", "intra"]]
+
+
+def test_routing_of_another_shape_is_refused(tmp_path):
+    from models.oasis.calibration import RoutingTable
+
+    routing = tmp_path / "routing.json"
+    RoutingTable([["window"] * 3] * 2).save(routing)
+    with pytest.raises(InputError, match="does not fit"):
+        export_checkpoint(_oasis_checkpoint(tmp_path / "last.ckpt"), tmp_path / "o.safetensors", routing=routing)

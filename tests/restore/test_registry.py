@@ -75,3 +75,14 @@ def test_weights_of_another_shape_are_refused_with_the_file_named(tmp_path):
     with pytest.raises(ModelError) as info:
         load_model("srvgg-compact", path)
     assert info.value.path == path and "do not fit" in info.value.cause
+
+
+def test_restore_models_lists_no_test_presets_which_still_load(capsys):
+    from cli import main
+    from restore.registry import build_model, get_entry
+
+    assert main(["models"]) == 0
+    listed = {line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert "oasis-s" in listed and "oasis-t" not in listed and "rat-t" not in listed
+    entry = get_entry("oasis-t")  # tests and smoke recipes still reach them by name
+    assert entry.test_only and build_model(entry.architecture, entry.config).scale == 4

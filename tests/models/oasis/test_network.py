@@ -152,8 +152,15 @@ def test_network_target_round_trip_with_padding():
     assert torch.allclose(model.decode(latent, lr), hr, atol=1e-12)
 
 
+def test_sampler_refuses_weights_trained_for_one_step_only():
+    with pytest.raises(ValueError, match="one-step restoration only"):
+        tiny().sample(torch.rand(1, 2, 3, 8, 8), steps=2)
+
+
 def test_flow_matching_sampler_shapes_and_determinism():
-    model = randomise_head(tiny()).eval()
+    model = randomise_head(tiny())
+    model.config.objective = "flow_matching"
+    model.eval()
     clip = torch.rand(1, 2, 3, 8, 8)
     a = model.sample(clip, steps=3, generator=torch.Generator().manual_seed(1))
     b = model.sample(clip, steps=3, generator=torch.Generator().manual_seed(1))
