@@ -1,11 +1,22 @@
 """The web demo: restore a video, an image or a DICOM series, and look inside the models.
 
-Run ``python app.py [--host 127.0.0.1] [--port 7860] [--share]`` or ``restore ui``. The UI only
-wires events: the work is done by ``restore.api`` (video and image jobs), ``restore.dicom_job``
-(the same job and writer as ``restore dicom``) and ``restore.preview`` (pictures).
+Run ``python app.py [--host 127.0.0.1] [--port 7860] [--share] [--auth USER[:PASSWORD]]`` or
+``restore ui``. The UI only wires events: the work is done by ``restore.api`` (video and image
+jobs), ``restore.dicom_job`` (the same job and writer as ``restore dicom``) and
+``restore.preview`` (pictures), inside one worker process per device (``restore.worker``).
 
-Limits (``DemoConfig``): upload size, one job at a time per device with a bounded queue, and a cap
-on clip length (longer clips belong to the CLI). Bad uploads get a one-line message.
+The demo is meant to be shared and handles patient images, so (``DemoConfig`` holds the limits):
+
+- inputs are only files this session uploaded, or the examples: never a folder, a path the client
+  names, another session's upload or a file from before a restart (:meth:`Demo.accept`);
+- sizes are read from headers and refused before decoding (``restore.limits``), and each job has a
+  budget (input pixels x frames) and a time limit; bigger work is pointed to the CLI;
+- every heavy event shares one queue slot (``concurrency_id="device"``): one job at a time on the
+  device, at most ``max_queue`` waiting; cancelling a job kills its worker process;
+- loaded DICOM volumes live in a bounded cache freed when the session ends; uploads and outputs
+  are deleted after ``max_file_age`` seconds and on shutdown;
+- analytics are off; ``--auth`` (or ``RESTORE_DEMO_PASSWORD``) asks for a password, and binding
+  beyond localhost or ``--share`` prints a warning.
 
 Examples are generated at start into a temporary folder: a synthetic clip with a 440 Hz tone
 (``restore.io.samples``, ours), scikit-image's ``astronaut`` (NASA, public domain) and pydicom's
@@ -15,13 +26,21 @@ Examples are generated at start into a temporary folder: a synthetic clip with a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import hashlib
+import inspect
+import ipaddress
 import logging
+import os
+import secrets
 import shutil
+import stat
 import tempfile
+import threading
 import time
-import uuid
 import zipfile
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,41 +56,39 @@ EXAMPLE_LICENCES = {
     "ct_small.dcm": "pydicom test file CT_small.dcm (distributed with pydicom, MIT licence)",
     "ct_series.zip": "3 slices derived from pydicom's CT_small.dcm (MIT licence)",
 }
+PASSWORD_ENV = "RESTORE_DEMO_PASSWORD"
+TASK_DEFAULT = "task default"
+FILE_WINDOW = "file"
 
 
 @dataclass
 class DemoConfig:
     """Limits and defaults of the demo.
 
-    ``max_file_size``: largest upload (gradio size string); ``max_clip_seconds``: longest video the
-    demo restores (longer ones: use the CLI); ``max_queue``: jobs waiting before new ones are
-    refused; ``device``: as ``restore upscale --device``; ``workdir``: outputs and examples
-    (a new temporary folder when None).
+    ``max_file_size``: largest upload (gradio size string); ``max_clip_seconds``: longest video;
+    ``max_job_pixels``: a job's budget in input pixels x frames (a video's frames, an image's
+    pixels, a DICOM upload's voxels); ``max_image_pixels``: one image or frame as its header
+    declares it; ``max_job_seconds``: a job running longer is stopped; ``max_queue``: jobs waiting
+    before new ones are refused; ``max_cache_bytes``: loaded DICOM volumes kept in memory, all
+    sessions together; ``max_file_age``: seconds after which uploads and outputs are deleted
+    (all of them on shutdown); ``device``: as ``restore upscale --device``; ``workdir``: outputs
+    and examples (a new temporary folder when None, removed on shutdown).
     """
 
     max_file_size: str = "100mb"
     max_clip_seconds: float = 20.0
+    max_job_pixels: int = 1 << 24
+    max_image_pixels: int = 4096 * 4096
+    max_job_seconds: float = 600.0
     max_queue: int = 8
+    max_cache_bytes: int = 1 << 30
+    max_file_age: float = 3600.0
     device: str = "auto"
     workdir: Path | None = None
     examples: dict[str, Path] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------- helpers
-
-
-def runnable_sr_models() -> list[str]:
-    """Super-resolution models the demo can run now: the baseline and shipped weights (never an
-    untrained preset, which would only produce noise)."""
-    from restore.registry import list_models
-
-    return [e.name for e in list_models() if e.task == "video-sr" and not e.needs_weights]
-
-
-def preset_names(architecture: str) -> list[str]:
-    from restore.registry import list_models
-
-    return [e.name for e in list_models() if e.architecture == architecture]
 
 
 def make_examples(folder: Path) -> dict[str, Path]:
@@ -106,340 +123,869 @@ def make_examples(folder: Path) -> dict[str, Path]:
 
 
 def user_errors(handler: Callable) -> Callable:
-    """Turn every failure of ``handler`` into a one-line ``gr.Error`` (never a stack trace in the UI);
-    unexpected errors are logged with their traceback on the server."""
+    """Turn every failure of ``handler`` (plain or async) into a one-line ``gr.Error`` naming only a
+    file's name (never a server path or a stack trace); unexpected errors are logged with their
+    traceback on the server."""
     import gradio as gr
 
-    from restore.errors import RestoreError
+    from restore.worker import JobError, one_line
+
+    def convert(exc: BaseException):
+        if isinstance(exc, gr.Error):
+            return exc
+        message, expected = one_line(exc)
+        if isinstance(exc, JobError) and exc.detail:
+            log.error("demo job %s failed:\n%s", handler.__name__, exc.detail)
+        elif not expected:
+            log.error("demo handler %s failed", handler.__name__, exc_info=exc)
+        return gr.Error(message, print_exception=False)
+
+    if inspect.iscoroutinefunction(handler):
+        @functools.wraps(handler)
+        async def wrapped_async(*args, **kwargs):
+            try:
+                return await handler(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - the UI must get a readable message
+                raise convert(exc) from None
+
+        return wrapped_async
 
     @functools.wraps(handler)
     def wrapped(*args, **kwargs):
         try:
             return handler(*args, **kwargs)
-        except gr.Error:
-            raise
-        except RestoreError as exc:
-            # the file's name only: its path is the server's upload folder, noise to the user
-            where = f"{exc.path.name}: " if exc.path is not None else ""
-            raise gr.Error(where + exc.cause.splitlines()[0], print_exception=False) from None
-        except ValueError as exc:
-            raise gr.Error(str(exc).splitlines()[0], print_exception=False) from None
         except Exception as exc:  # noqa: BLE001 - the UI must get a readable message
-            log.exception("demo handler %s failed", handler.__name__)
-            raise gr.Error(f"unexpected error ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
-                           print_exception=False) from None
+            raise convert(exc) from None
 
     return wrapped
 
 
-def _need(path: str | None, what: str) -> Path:
+def _refuse(message: str):
     import gradio as gr
 
-    if not path:
-        raise gr.Error(f"upload {what} first (or pick an example)", print_exception=False)
-    return Path(path)
+    return gr.Error(message, print_exception=False)
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warnings(host: str, share: bool, auth: bool) -> list[str]:
+    """What to tell the operator before serving on ``host`` (empty when local only)."""
+    warnings = []
+    if not is_loopback(host):
+        warnings.append(f"the demo listens on {host}: anyone who can reach this machine can use it and upload data")
+    if share:
+        warnings.append("--share publishes the demo on a public gradio.live address")
+    if warnings and not auth:
+        warnings.append(f"no password is set: use --auth USER[:PASSWORD] (or set {PASSWORD_ENV}) before sharing "
+                        "patient images")
+    return warnings
+
+
+def parse_auth(value: str | None, environ=os.environ) -> tuple[str, str] | None:
+    """``--auth USER:PASSWORD``, ``--auth USER`` with the password in ``RESTORE_DEMO_PASSWORD``,
+    or only that variable (user ``restore``) -> ``(user, password)``; None when neither is given."""
+    password = environ.get(PASSWORD_ENV)
+    if not value:
+        return ("restore", password) if password else None
+    user, sep, given = value.partition(":")
+    if not sep:
+        if not password:
+            raise ValueError(f"--auth {user}: give USER:PASSWORD or set {PASSWORD_ENV}")
+        given = password
+    if not user or not given:
+        raise ValueError("--auth needs a user name and a non-empty password")
+    return user, given
+
+
+# --------------------------------------------------------------- jobs (run in the worker process)
+
+_MODELS: OrderedDict = OrderedDict()
+
+
+def _use(weights_dir: str | None) -> None:
+    """The worker resolves models from the server's weights folder (fixed when the demo started)."""
+    if weights_dir:
+        os.environ["RESTORE_WEIGHTS_DIR"] = weights_dir
+
+
+def _sr_model(name: str, scale: int, chunk: int | None, device: str):
+    """A loaded SR model and its options, cached in the worker (loading weights is the slow part)."""
+    from restore.jobs import UpscaleOptions, prepare_model
+
+    key = (name, scale, chunk, device)
+    if key not in _MODELS:
+        while len(_MODELS) >= 2:
+            _MODELS.popitem(last=False)
+        # 8-bit 4:2:0 H.264 whatever the source: browsers play neither High 10 nor 4:4:4
+        opts = UpscaleOptions(scale=scale, model=name, chunk=chunk, device=device, pix_fmt="yuv420p")
+        _MODELS[key] = (prepare_model(opts), opts)
+    _MODELS.move_to_end(key)
+    return _MODELS[key]
+
+
+def _previews(folder: Path, lr: np.ndarray, after: np.ndarray) -> tuple[tuple[str, str], str]:
+    """Lossless PNG previews: (bicubic before, after) at the output size, and a zoomed crop
+    comparison (input, bicubic, result)."""
+    from restore.preview import resize_bicubic, save_png, zoom_comparison
+
+    before = resize_bicubic(lr, after.shape[:2])
+    pair = (save_png(folder / "before.png", before), save_png(folder / "after.png", after))
+    return pair, save_png(folder / "zoom.png", zoom_comparison(lr, before, after))
+
+
+def video_job(src: str, folder: str, model: str, scale: int, chunk: int | None, frame: int, device: str,
+              weights_dir: str | None, max_frames: int, progress=None):
+    """Upscale a clip -> (output video, (before PNG, after PNG), zoom PNG)."""
+    from restore.errors import InputError
+    from restore.jobs import upscale_video_file
+    from restore.preview import read_frame
+
+    _use(weights_dir)
+    src_path, out = Path(src), Path(folder)
+    loaded, opts = _sr_model(model, scale, chunk, device)
+    dst = out / f"{src_path.stem}_x{scale}.mp4"  # mp4: playable in every browser
+    done, start = 0, time.perf_counter()
+
+    def on_frames(n: int) -> None:
+        nonlocal done
+        done += n
+        if done > max_frames:  # the container understated its length
+            raise InputError(src_path, f"has more frames than it declares (over {max_frames}); use `restore upscale`")
+        if progress is not None:
+            rate = done / max(time.perf_counter() - start, 1e-6)
+            progress(done, max_frames, f"ETA {max(max_frames - done, 0) / rate:.0f} s")
+
+    upscale_video_file(src_path, dst, loaded, opts, on_frames)
+    index = min(max(int(frame), 0), done - 1)  # any number typed in the box shows a frame
+    pair, zoom = _previews(out, read_frame(src_path, index), read_frame(dst, index))
+    return str(dst), pair, zoom
+
+
+def image_job(src: str, folder: str, model: str, scale: int, device: str, weights_dir: str | None, progress=None):
+    """Upscale an image -> ((before PNG, after PNG), zoom PNG, download path)."""
+    from restore.io.image import read_image
+    from restore.jobs import upscale_image_file
+    from restore.preview import to_rgb8
+
+    _use(weights_dir)
+    src_path, out = Path(src), Path(folder)
+    loaded, opts = _sr_model(model, scale, None, device)
+    dst = out / f"{src_path.stem}_x{scale}.png"
+    upscale_image_file(src_path, dst, loaded, opts)
+    pair, zoom = _previews(out, to_rgb8(read_image(src_path)), to_rgb8(read_image(dst)))
+    return pair, zoom, str(dst)
+
+
+def dicom_load_job(src: str, progress=None) -> dict:
+    """Read the first image series -> ``{"volume", "modality", "units", "window"}``."""
+    from restore.preview import load_volume_with_window
+
+    volume, info, window = load_volume_with_window(src)
+    return {"volume": volume, "modality": info.modality, "units": info.units, "window": window}
+
+
+def dicom_job(src: str, folder: str, task: str, model: str | None, device: str, weights_dir: str | None, progress=None):
+    """``restore dicom``'s job on the upload -> (after volume, zip of the derived series, summary)."""
+    from restore.dicom_job import DicomJobConfig, run_dicom_job
+    from restore.preview import load_volume
+
+    _use(weights_dir)
+    job, name = Path(folder), Path(src).name
+    outdir = job / "derived"
+    report = run_dicom_job(DicomJobConfig(inputs=[Path(src)], outdir=outdir, task=task, model=model, device=device,
+                                          quiet=True), log=lambda _: None)
+    processed = [s for s in report.series if s.status == "processed"]
+    if not processed:
+        reasons = "; ".join(f"{Path(str(f.path)).name}: {f.reason}" for f in report.files if f.reason) or "nothing to process"
+        raise ValueError(f"{name}: no series restored ({reasons})")
+    archive = shutil.make_archive(str(job / f"{Path(name).stem}_{task}"), "zip", outdir)
+    after, _ = load_volume(outdir / processed[0].output_dir)
+    summary = (f"**{task}** with **{report.model}** ({report.model_description}); {len(processed)} series, "
+               f"{sum(s.slices for s in processed)} slices written as derived DICOM (exit code {report.exit_code}).")
+    return after, archive, summary
+
+
+def _network(architecture: str, name: str, weights: str | None, trained: bool):
+    """The uploaded weights, else the shipped ones, else the preset's random weights."""
+    from restore.registry import build_model, get_entry, load_model
+
+    if weights or trained:
+        return load_model(name, weights).eval()
+    return build_model(architecture, get_entry(name).config).eval()
+
+
+def _clip(path: str, frames: int, size: int = 64):
+    """``frames`` frames of the video, centre-cropped to ``size`` pixels -> (1, T, 3, s, s)."""
+    import torch
+
+    from restore.preview import read_frames
+
+    clip = read_frames(path, frames)
+    if not clip:
+        raise ValueError(f"{Path(path).name}: no frames decoded")
+    clip += [clip[-1]] * (frames - len(clip))  # short clips: hold the last frame
+    h, w = clip[0].shape[:2]
+    side = min(size, h, w) // 16 * 16
+    top, left = (h - side) // 2, (w - side) // 2
+    array = np.stack([f[top : top + side, left : left + side] for f in clip])
+    return torch.from_numpy(array).permute(0, 3, 1, 2).float().div(255)[None]
+
+
+def routing_job(clip_path: str, folder: str, name: str, weights: str | None, trained: bool, weights_dir: str | None,
+                progress=None):
+    """-> (routing the network runs: PNG, its counts; measured statistics: heat map PNG, proposed counts)."""
+    from models.oasis.calibration import attention_modules
+    from restore.calibrate import calibrate_heads
+    from restore.preview import routing_grid, save_png
+
+    _use(weights_dir)
+    model = _network("oasis", name, weights, trained)
+    routing = [list(m.routing) for m in attention_modules(model)]
+    runs = {g: sum(layer.count(g) for layer in routing) for g in ("global", "intra", "window")}
+    grid = save_png(Path(folder) / "routing-run.png", routing_grid(routing))
+    clip = _clip(clip_path, int(getattr(model, "temporal_window", 4)))
+    out = calibrate_heads(model, [clip], Path(folder) / "routing.json", queries_per_clip=64)
+    measured = {g: sum(c[g] for c in out.counts) for g in ("global", "intra", "window")}
+    return grid, runs, str(out.heatmap), measured
+
+
+def attention_job(clip_path: str, name: str, weights: str | None, trained: bool, layer: int, head: int, frame: int,
+                  y: int, x: int, weights_dir: str | None, progress=None) -> np.ndarray:
+    """One head's attention for the query ``(frame, y, x)``: every clip frame side by side, heat overlaid."""
+    from restore.preview import head_attention, heat_overlay
+
+    _use(weights_dir)
+    model = _network("oasis", name, weights, trained)
+    clip = _clip(clip_path, int(getattr(model, "temporal_window", 4)))
+    frame = min(int(frame), clip.shape[1] - 1)
+    y, x = min(int(y), clip.shape[-2] - 1), min(int(x), clip.shape[-1] - 1)
+    attention = head_attention(model, clip, int(layer), int(head), (frame, y, x)).numpy()
+    images = (clip[0].permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    per_frame = attention.shape[0] / clip.shape[1]  # token frames per clip frame
+    tiles = []
+    for t, image in enumerate(images):
+        tile = heat_overlay(image, attention[int(t * per_frame)] / attention.max())
+        if t == frame:  # mark the query pixel
+            tile[max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2] = (0, 255, 255)
+        tiles.append(np.pad(tile, ((2, 2), (2, 2), (0, 0)), constant_values=255))
+    return np.concatenate(tiles, axis=1)
+
+
+def partition_job(src: str, name: str, weights: str | None, trained: bool, method: str, weights_dir: str | None,
+                  progress=None):
+    """Partition an image or slice as RAT would -> (pixel regions, bottleneck regions, counts)."""
+    from models.rat.partitions import PartitionConfig, compute_partition
+    from restore.io.image import is_image, read_image
+    from restore.preview import load_volume_with_window, modality_window, partition_overlay, rat_regions, to_rgb8, window_to_rgb
+
+    _use(weights_dir)
+    if is_image(src):
+        rgb = to_rgb8(read_image(src))
+        image, modality = rgb.astype(np.float32).mean(-1), "other"
+    else:
+        volume, info, declared = load_volume_with_window(src)
+        image, modality = volume[len(volume) // 2], info.modality.lower()
+        rgb = window_to_rgb(image, *modality_window(image, modality, declared))
+    regions = compute_partition(image, PartitionConfig(method=method, modality="ct" if modality == "ct" else "other"))
+    tokens = rat_regions(_network("rat", name, weights, trained), image, regions)
+    resolved = PartitionConfig(method=method, modality=modality).resolved_method()
+    return (partition_overlay(rgb, regions), partition_overlay(rgb, tokens),
+            (int(regions.max()) + 1, resolved, tokens.shape[1], tokens.shape[0], int(tokens.max()) + 1))
+
+
+# ------------------------------------------------------------------------------ the server's side
+
+
+class VolumeCache:
+    """Loaded DICOM volumes, bounded in bytes (least recently used dropped first), one series per
+    owner (a session: loading another replaces it); :meth:`drop_owner` frees a closed session's."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, tuple[str, dict]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(self._size(v) for _, v in self._items.values())
+
+    @staticmethod
+    def _size(value: dict) -> int:
+        return sum(a.nbytes for a in value.values() if isinstance(a, np.ndarray))
+
+    def put(self, owner: str, value: dict) -> str:
+        key = secrets.token_hex(16)
+        if self._size(value) > self.max_bytes:
+            raise ValueError("this series is larger than the demo's memory for viewing; run `restore dicom` instead")
+        with self._lock:
+            for old in [k for k, (o, _) in self._items.items() if o == owner]:  # one series per session
+                del self._items[old]
+            self._items[key] = (owner, value)
+            while sum(self._size(v) for _, v in self._items.values()) > self.max_bytes:
+                self._items.popitem(last=False)
+        return key
+
+    def get(self, key: str | None) -> dict | None:
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key][1]
+
+    def update(self, key: str, **values) -> None:
+        with self._lock:
+            if key in self._items:
+                self._items[key][1].update(values)
+
+    def drop_owner(self, owner: str) -> None:
+        with self._lock:
+            for key in [k for k, (o, _) in self._items.items() if o == owner]:
+                del self._items[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+def _digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
 
 
 class Demo:
-    """The handlers behind the UI; every output goes to a fresh folder under ``config.workdir``."""
+    """The handlers behind the UI. Jobs run in ``self.worker``; outputs go to fresh folders under
+    ``workdir/jobs``."""
 
     def __init__(self, config: DemoConfig):
+        from restore.limits import Limits
+        from restore.registry import list_models, weights_dir
+        from restore.worker import ProcessWorker
+
         self.config = config
+        self.own_workdir = config.workdir is None
         self.workdir = Path(config.workdir or tempfile.mkdtemp(prefix="restore-demo-"))
         self.examples = config.examples or make_examples(self.workdir / "examples")
+        self.example_digests = {_digest(p): p for p in self.examples.values()}
+        self.example_sizes = {p.stat().st_size for p in self.examples.values()}
+        # the registry as it was when the demo started (jobs use the same weights folder)
+        self.weights_dir = str(weights_dir())
+        self.models = {e.name: e for e in list_models()}
+        self.limits = Limits(max_pixels=config.max_image_pixels, max_pixel_frames=config.max_job_pixels)
+        self.worker = ProcessWorker("restore-demo-worker")
+        self.volumes = VolumeCache(config.max_cache_bytes)
+        self.ui = None  # the Blocks, set by build_ui (uploads are checked against it)
+        self._owners: dict[str, set[str]] = {}  # upload path -> sessions that used it
+        self._uploads: dict[str, int] = {}  # upload path -> times it was uploaded since the start
+        self._owners_lock = threading.Lock()
+        self._closed = threading.Event()
+
+    # -- models ------------------------------------------------------------------------------------
+
+    def sr_models(self, scale: int | None = None) -> list[str]:
+        """Super-resolution models that can run now (the baseline and shipped weights, never an
+        untrained preset), those that upscale ``scale`` times when given; shipped default first."""
+        names = [e.name for e in self.models.values() if e.task == "video-sr" and not e.needs_weights
+                 and (scale is None or e.name == "bicubic" or e.scale == scale)]
+        return sorted(names, key=lambda n: (not self.models[n].card.get("default", False) if self.models[n].card else True,
+                                            n == "bicubic", n))
+
+    def presets(self, architecture: str) -> list[str]:
+        """Models of ``architecture``: shipped (trained) ones first, the shipped default before them."""
+        names = [e.name for e in self.models.values() if e.architecture == architecture]
+        return sorted(names, key=lambda n: (self.models[n].needs_weights, not (self.models[n].card or {}).get("default"), n))
+
+    def dicom_models(self, task: str) -> list[str]:
+        """Choices for a DICOM task: its default, then every shipped model and baseline for it."""
+        from restore.dicom.processing import TASK_SCALES
+
+        scale = TASK_SCALES[task]
+        fits = [e.name for e in self.models.values() if not e.needs_weights and e.scale == scale
+                and (e.task == task or (e.source == "built-in" and e.task != "video-sr")
+                     or (scale > 1 and e.task == "video-sr"))]
+        return [TASK_DEFAULT, *sorted(fits)]
+
+    def trained(self, name: str) -> bool:
+        return name in self.models and not self.models[name].needs_weights
+
+    def _check_model(self, name: str, scale: int) -> None:
+        entry = self.models.get(name)
+        if entry is None or entry.task != "video-sr" or entry.needs_weights:
+            raise _refuse(f"model {name!r} is not available here (choose one of {', '.join(self.sr_models())})")
+        if name != "bicubic" and entry.scale != scale:
+            raise _refuse(f"{name} upscales x{entry.scale} only: choose scale {entry.scale}, or a model for x{scale} "
+                          f"({', '.join(self.sr_models(scale))})")
+
+    # -- inputs ------------------------------------------------------------------------------------
+
+    def accept(self, path: str | None, request, what: str, *, example: str | None = None) -> Path | None:
+        """The upload ``path`` if this session may read it, else refuse (``gr.Error``).
+
+        Accepted: an example (its bytes are an example's, wherever they are), or a regular file (not
+        a folder or a link) that this server received as an upload since it started, claimed by at
+        most as many sessions as it was uploaded (gradio names uploads by their content, so the
+        same bytes uploaded twice share a path): the session that uploads a file uses it first,
+        and a session that only names the path is refused. None -> ``example`` (when given) or None.
+        """
+        if not path:
+            return self.examples[example] if example else None
+        candidate = Path(path)
+        name = candidate.name or "input"
+        refusal = _refuse(f"{name}: not a file uploaded in this session; upload it again")
+        try:
+            info = os.lstat(candidate)
+        except OSError:
+            raise refusal from None
+        if not stat.S_ISREG(info.st_mode):
+            for files in getattr(self.ui, "temp_file_sets", ()):  # gradio noted it as a file to delete later
+                files.discard(str(candidate))
+            raise refusal
+        resolved = os.path.realpath(candidate)
+        if info.st_size in self.example_sizes and (source := self.example_digests.get(_digest(candidate))) is not None:
+            return source  # an example's bytes, whoever names them
+        session = getattr(request, "session_hash", None) or "anonymous"
+        with self._owners_lock:
+            owners = self._owners.setdefault(resolved, set())
+            # one claim per upload of these bytes: a session that uploaded them itself may use them
+            if session not in owners and len(owners) >= self._uploads.get(resolved, 0):
+                log.warning("refused an input path this session did not upload")
+                raise refusal
+            owners.add(session)
+        return Path(resolved)
+
+    def watch_uploads(self, ui) -> None:
+        """Count every upload the server receives (gradio records them in ``upload_file_set``,
+        through ``update``): :meth:`accept` lets each upload be claimed by one session."""
+        demo = self
+
+        class CountingSet(set):
+            def update(self, *iterables):
+                for paths in iterables:
+                    paths = list(paths)
+                    with demo._owners_lock:
+                        for path in paths:
+                            key = os.path.realpath(path)
+                            demo._uploads[key] = demo._uploads.get(key, 0) + 1
+                    super().update(paths)
+
+        counting = CountingSet(ui.upload_file_set)
+        ui.temp_file_sets = [counting if s is ui.upload_file_set else s for s in ui.temp_file_sets]
+        ui.upload_file_set = counting
+        self.ui = ui
+
+    def _need(self, path: str | None, request, what: str, example: str | None = None) -> Path:
+        accepted = self.accept(path, request, what, example=example)
+        if accepted is None:
+            raise _refuse(f"upload {what} first (or pick an example)")
+        return accepted
+
+    def release(self, request) -> None:
+        """The session ended (tab closed): free its volumes and forget its uploads."""
+        session = getattr(request, "session_hash", None)
+        if session is None:
+            return
+        self.volumes.drop_owner(session)
+        with self._owners_lock:
+            for owners in self._owners.values():
+                owners.discard(session)
+
+    # -- budgets -----------------------------------------------------------------------------------
+
+    def _budget(self, src: Path, pixels: int, what: str, cli: str) -> None:
+        if pixels > self.config.max_job_pixels:
+            raise _refuse(f"{src.name}: {what} is {pixels / 1e6:.1f} M input pixels, more than this demo's "
+                          f"{self.config.max_job_pixels / 1e6:.1f} M per job; run `{cli}` on your own machine instead")
 
     def _job_dir(self, kind: str) -> Path:
-        folder = self.workdir / "jobs" / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        self.sweep(self.config.max_file_age)
+        folder = self.workdir / "jobs" / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(8)}"
         folder.mkdir(parents=True)
         return folder
 
+    def sweep(self, max_age: float | None) -> None:
+        """Delete job folders older than ``max_age`` seconds (all of them when None)."""
+        jobs = self.workdir / "jobs"
+        if not jobs.is_dir():
+            return
+        now = time.time()
+        for folder in jobs.iterdir():
+            with contextlib.suppress(OSError):
+                if max_age is None or now - folder.stat().st_mtime > max_age:
+                    shutil.rmtree(folder, ignore_errors=True)
+
+    def start_sweeping(self, period: float) -> None:
+        """Every ``period`` seconds, delete job folders older than ``config.max_file_age`` (gradio
+        deletes the uploads and the copies it serves on the same schedule)."""
+        def sweep_until_closed() -> None:
+            while not self._closed.wait(period):
+                self.sweep(self.config.max_file_age)
+
+        threading.Thread(target=sweep_until_closed, name="restore-demo-sweeper", daemon=True).start()
+
+    def close(self) -> None:
+        """Shutdown: stop the worker, free the volumes, delete outputs (and the workdir we made)."""
+        self._closed.set()
+        self.worker.stop()
+        self.volumes.clear()
+        self.sweep(None)
+        if self.own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    async def _run(self, fn: Callable, *args, progress=None, **kwargs):
+        def report(done: int, total: int, desc: str = "") -> None:
+            if progress is not None:
+                progress((min(done, total), total), desc=desc or None, unit="frames")
+
+        from restore.worker import JobTimeout
+
+        try:
+            return await self.worker.run(fn, *args, timeout=self.config.max_job_seconds, on_progress=report, **kwargs)
+        except JobTimeout as exc:
+            raise _refuse(f"{exc}; larger jobs belong to the command line (`restore upscale`, `restore dicom`) on "
+                          "your own machine") from None
+
     # -- video and image -------------------------------------------------------------------------
 
-    @functools.lru_cache(maxsize=4)
-    def _model(self, name: str, scale: int, chunk: int | None):
-        """A loaded SR model and its options (cached: loading weights is the slow part of a job)."""
-        from restore.jobs import UpscaleOptions, prepare_model
-
-        # 8-bit 4:2:0 H.264 whatever the source: browsers play neither High 10 nor 4:4:4
-        opts = UpscaleOptions(scale=scale, model=name, chunk=chunk, device=self.config.device, pix_fmt="yuv420p")
-        return prepare_model(opts), opts
-
-    def restore_video(self, path: str | None, model: str, scale: int, chunk: int, frame: int, progress=None):
-        """-> (output video, (before, after) of ``frame``, download path)."""
-        import gradio as gr
-
+    async def restore_video(self, path: str | None, model: str, scale: int, chunk: int, frame: int, request=None,
+                            progress=None):
+        """-> (output video, (before, after) of ``frame``, zoomed crops, download path)."""
         from restore.io.video import probe_video
-        from restore.jobs import upscale_video_file
-        from restore.preview import read_frame, resize_nearest
+        from restore.limits import check_video_frame
 
-        src = _need(path, "a video")
+        src = self._need(path, request, "a video")
+        self._check_model(model, int(scale))
+        check_video_frame(src, self.limits)
         info = probe_video(src)
         seconds = info.duration if info.duration is not None else (info.frames or 0) / float(info.fps)
         if seconds > self.config.max_clip_seconds:
-            raise gr.Error(f"{src.name}: {seconds:.1f} s is longer than this demo's {self.config.max_clip_seconds:g} s "
-                           f"limit; run `restore upscale {src.name} -o out.mp4` on your own machine instead",
-                           print_exception=False)
-        total = info.frames or max(1, round(seconds * float(info.fps)))
-        loaded, opts = self._model(model, int(scale), int(chunk) or None)
-        dst = self._job_dir("video") / f"{src.stem}_x{scale}.mp4"  # mp4: playable in every browser
-        done, start = 0, time.perf_counter()
+            raise _refuse(f"{src.name}: {seconds:.1f} s is longer than this demo's {self.config.max_clip_seconds:g} s "
+                          f"limit; run `restore upscale {src.name} -o out.mp4` on your own machine instead")
+        frames = max(info.frames or 0, round(seconds * float(info.fps)), 1)
+        self._budget(src, info.width * info.height * frames, f"{info.width}x{info.height} x {frames} frames",
+                     f"restore upscale {src.name} -o out.mp4 --scale {scale}")
+        max_frames = max(self.config.max_job_pixels // max(info.width * info.height, 1), frames)
+        video, pair, zoom = await self._run(video_job, str(src), str(self._job_dir("video")), model, int(scale),
+                                            int(chunk) or None, int(frame), self.config.device, self.weights_dir,
+                                            max_frames, progress=progress)
+        return video, pair, zoom, video
 
-        def on_frames(n: int) -> None:
-            nonlocal done
-            done += n
-            if progress is not None:
-                rate = done / max(time.perf_counter() - start, 1e-6)
-                progress((min(done, total), total), desc=f"ETA {max(total - done, 0) / rate:.0f} s", unit="frames")
+    async def restore_image(self, path: str | None, model: str, scale: int, request=None, progress=None):
+        """-> ((before, after), zoomed crops, download path)."""
+        from restore.limits import check_image
 
-        upscale_video_file(src, dst, loaded, opts, on_frames)
-        index = min(max(int(frame), 0), done - 1)  # any number typed in the box shows a frame
-        after = read_frame(dst, index)
-        before = resize_nearest(read_frame(src, index), after.shape[:2])
-        return str(dst), (before, after), str(dst)
-
-    def restore_image(self, path: str | None, model: str, scale: int):
-        """-> ((before, after), download path)."""
-        from restore.io.image import read_image
-        from restore.jobs import upscale_image_file
-        from restore.preview import resize_nearest, to_rgb8
-
-        src = _need(path, "an image")
-        loaded, opts = self._model(model, int(scale), None)
-        dst = self._job_dir("image") / f"{src.stem}_x{scale}.png"
-        upscale_image_file(src, dst, loaded, opts)
-        after = to_rgb8(read_image(dst))
-        before = resize_nearest(to_rgb8(read_image(src)), after.shape[:2])
-        return (before, after), str(dst)
+        src = self._need(path, request, "an image")
+        self._check_model(model, int(scale))
+        width, height = check_image(src, self.limits)
+        self._budget(src, width * height, f"{width}x{height}", f"restore upscale {src.name} -o out.png --scale {scale}")
+        pair, zoom, download = await self._run(image_job, str(src), str(self._job_dir("image")), model, int(scale),
+                                               self.config.device, self.weights_dir, progress=progress)
+        return pair, zoom, download
 
     # -- DICOM -----------------------------------------------------------------------------------
 
-    def load_dicom(self, path: str | None) -> dict:
-        """Read the first image series of an upload -> viewer state ``{"before", "after", "modality", "name"}``."""
-        from restore.preview import load_volume
+    def _check_dicom(self, src: Path) -> None:
+        from restore.limits import check_dicom_upload
 
-        src = _need(path, "a .dcm file or a .zip of a series")
-        volume, info = load_volume(src)
-        return {"before": volume, "after": None, "modality": info.modality, "units": info.units, "name": src.name}
+        try:
+            check_dicom_upload(src, self.limits)
+        except Exception as exc:
+            from restore.errors import RestoreError
 
-    def restore_dicom(self, path: str | None, task: str, state: dict | None) -> tuple[dict, str, str]:
+            if isinstance(exc, RestoreError) and "voxels" in exc.cause:
+                raise _refuse(f"{src.name}: {exc.cause.split(' (run')[0]}; run `restore dicom {src.name} -o out/` "
+                              "on your own machine instead") from None
+            raise
+
+    async def load_dicom(self, path: str | None, request=None) -> dict:
+        """Read the first image series of an upload -> viewer state (a cache key and what the view needs)."""
+        src = self._need(path, request, "a .dcm file or a .zip of a series")
+        self._check_dicom(src)
+        loaded = await self._run(dicom_load_job, str(src))
+        volume = loaded.pop("volume")
+        owner = getattr(request, "session_hash", None) or "anonymous"
+        key = self.volumes.put(owner, {"before": volume, "after": None})
+        middle = volume[len(volume) // 2]
+        from restore.preview import modality_window
+
+        window = modality_window(middle, loaded["modality"], loaded["window"])
+        return {"key": key, "name": src.name, "source": str(src), "slices": len(volume), **loaded, "default_window": window}
+
+    async def restore_dicom(self, path: str | None, task: str, model: str, state: dict | None, request=None,
+                            progress=None) -> tuple[dict, str, str]:
         """Run ``restore dicom``'s job on the upload -> (state with ``after``, zip of the derived series, summary)."""
-        from restore.dicom_job import DicomJobConfig, run_dicom_job
-        from restore.preview import load_volume
+        src = self._need(path, request, "a .dcm file or a .zip of a series")
+        if not (state and state.get("source") == str(src) and self.volumes.get(state.get("key"))):
+            state = await self.load_dicom(path, request)
+        choices = self.dicom_models(task)
+        if model not in choices:
+            raise _refuse(f"model {model!r} does not do {task} (choose one of {', '.join(choices)})")
+        after, archive, summary = await self._run(dicom_job, str(src), str(self._job_dir("dicom")), task,
+                                                  None if model == TASK_DEFAULT else model, self.config.device,
+                                                  self.weights_dir, progress=progress)
+        self.volumes.update(state["key"], after=after)
+        return state, archive, summary
 
-        src = _need(path, "a .dcm file or a .zip of a series")
-        state = state if state and state.get("name") == src.name else self.load_dicom(path)
-        job = self._job_dir("dicom")
-        outdir = job / "derived"
-        messages: list[str] = []
-        # quiet=False so the job's tqdm bar runs: gr.Progress(track_tqdm=True) shows it
-        report = run_dicom_job(DicomJobConfig(inputs=[src], outdir=outdir, task=task, device=self.config.device),
-                               log=messages.append)
-        processed = [s for s in report.series if s.status == "processed"]
-        if not processed:
-            reasons = "; ".join(f"{f.path}: {f.reason}" for f in report.files if f.reason) or "nothing to process"
-            raise ValueError(f"{src.name}: no series restored ({reasons})")
-        archive = shutil.make_archive(str(job / f"{Path(src.name).stem}_{task}"), "zip", outdir)
-        after, _ = load_volume(outdir / processed[0].output_dir)
-        summary = (f"**{task}** with **{report.model}** ({report.model_description}); {len(processed)} series, "
-                   f"{sum(s.slices for s in processed)} slices written as derived DICOM (exit code {report.exit_code}).")
-        return {**state, "after": after}, archive, summary
+    def dicom_views(self, state: dict | None, index: int, level: float, width: float):
+        """(before, after) windowed RGB of slice ``index`` as PNG files; ``after`` is the before
+        slice until restored."""
+        from restore.preview import resize_nearest, save_png, window_to_rgb
+
+        if not state:
+            return None
+        volumes = self.volumes.get(state.get("key"))
+        if volumes is None:
+            raise _refuse(f"{state.get('name', 'the series')}: no longer in memory; upload it again")
+        before_volume = volumes["before"]
+        index = min(max(int(index), 0), len(before_volume) - 1)
+        width = float(width) if width and float(width) > 0 else 1.0
+        before = window_to_rgb(before_volume[index], float(level), width)
+        after = before if volumes.get("after") is None else window_to_rgb(volumes["after"][index], float(level), width)
+        folder = self._job_dir("view")
+        return (save_png(folder / "before.png", resize_nearest(before, after.shape[:2])), save_png(folder / "after.png", after))
 
     # -- inspect ---------------------------------------------------------------------------------
 
-    def _network(self, architecture: str, name: str, weights: str | None):
-        """The uploaded weights, else the shipped ones, else the preset's random weights."""
-        from restore.registry import build_model, get_entry, load_model
+    def _weights(self, weights: str | None, request) -> str | None:
+        accepted = self.accept(weights, request, "weights")
+        return None if accepted is None else str(accepted)
 
-        if weights or not get_entry(name).needs_weights:
-            return load_model(name, weights).eval()
-        return build_model(architecture, get_entry(name).config).eval()
+    def _inspect_clip(self, path: str | None, request) -> Path:
+        from restore.limits import check_video_frame
 
-    @staticmethod
-    def _weights_label(name: str, weights: str | None) -> str:
-        from restore.registry import get_entry
+        clip = self.accept(path, request, "a clip", example="sample.mp4")
+        check_video_frame(clip, self.limits)  # only a few frames are read, but each is decoded whole
+        return clip
 
-        return "trained weights" if weights or not get_entry(name).needs_weights else UNTRAINED
+    def _label(self, name: str, weights: str | None) -> str:
+        return "trained weights" if weights or self.trained(name) else UNTRAINED
 
-    def _clip(self, path: str | None, frames: int, size: int = 64):
-        """``frames`` frames of the video (or the example clip), centre-cropped to ``size`` pixels -> (1, T, 3, s, s)."""
-        import torch
+    async def routing_map(self, path: str | None, name: str, weights: str | None, request=None):
+        """-> (routing the network runs, its summary, measured statistics heat map, their summary)."""
+        clip = self._inspect_clip(path, request)
+        weights = self._weights(weights, request)
+        grid, runs, heatmap, measured = await self._run(routing_job, str(clip), str(self._job_dir("routing")), name,
+                                                        weights, self.trained(name), self.weights_dir)
+        label = self._label(name, weights)
+        ran = f"**{name}** ({label}) runs " + ", ".join(f"{n} {g}" for g, n in runs.items()) + " heads"
+        seen = ("Measured on this clip (what a calibration would propose, not what the model runs): "
+                + ", ".join(f"{n} {g}" for g, n in measured.items()) + " heads")
+        return grid, ran, heatmap, seen
 
-        from restore.preview import read_frames
+    async def head_pattern(self, path: str | None, name: str, weights: str | None, layer: int, head: int,
+                           frame: int, y: int, x: int, request=None) -> np.ndarray:
+        clip = self._inspect_clip(path, request)
+        weights = self._weights(weights, request)
+        return await self._run(attention_job, str(clip), name, weights, self.trained(name), int(layer), int(head),
+                               int(frame), int(y), int(x), self.weights_dir)
 
-        src = Path(path) if path else self.examples["sample.mp4"]
-        clip = read_frames(src, frames)
-        if not clip:
-            raise ValueError(f"{src.name}: no frames decoded")
-        clip += [clip[-1]] * (frames - len(clip))  # short clips: hold the last frame
-        h, w = clip[0].shape[:2]
-        side = min(size, h, w) // 16 * 16
-        top, left = (h - side) // 2, (w - side) // 2
-        array = np.stack([f[top : top + side, left : left + side] for f in clip])
-        return torch.from_numpy(array).permute(0, 3, 1, 2).float().div(255)[None]
-
-    def routing_map(self, path: str | None, name: str, weights: str | None) -> tuple[str, str]:
-        """Calibrate the OASIS heads on the clip -> (heat map PNG: layers x heads, group colours, KL; summary)."""
-        from restore.calibrate import calibrate_heads
-
-        model = self._network("oasis", name, weights)
-        clip = self._clip(path, int(getattr(model, "temporal_window", 4)))
-        out = calibrate_heads(model, [clip], self._job_dir("routing") / "routing.json", queries_per_clip=64)
-        totals = {g: sum(c[g] for c in out.counts) for g in ("global", "intra", "window")}
-        label = self._weights_label(name, weights)
-        return str(out.heatmap), f"{name} ({label}): " + ", ".join(f"{n} {g}" for g, n in totals.items()) + " heads"
-
-    def head_pattern(self, path: str | None, name: str, weights: str | None, layer: int, head: int,
-                     frame: int, y: int, x: int) -> np.ndarray:
-        """One head's attention for the query ``(frame, y, x)``: every clip frame side by side, heat overlaid."""
-        from restore.preview import head_attention, heat_overlay
-
-        model = self._network("oasis", name, weights)
-        clip = self._clip(path, int(getattr(model, "temporal_window", 4)))
-        frame = min(int(frame), clip.shape[1] - 1)
-        y, x = min(int(y), clip.shape[-2] - 1), min(int(x), clip.shape[-1] - 1)
-        attention = head_attention(model, clip, int(layer), int(head), (frame, y, x)).numpy()
-        images = (clip[0].permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-        per_frame = attention.shape[0] / clip.shape[1]  # token frames per clip frame
-        tiles = []
-        for t, image in enumerate(images):
-            tile = heat_overlay(image, attention[int(t * per_frame)] / attention.max())
-            if t == frame:  # mark the query pixel
-                tile[max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2] = (0, 255, 255)
-            tiles.append(np.pad(tile, ((2, 2), (2, 2), (0, 0)), constant_values=255))
-        return np.concatenate(tiles, axis=1)
-
-    def rat_partition(self, path: str | None, name: str, weights: str | None, method: str) -> tuple[np.ndarray, np.ndarray, str]:
+    async def rat_partition(self, path: str | None, name: str, weights: str | None, method: str, request=None):
         """Partition an image or slice as RAT would -> (pixel regions, bottleneck regions, summary)."""
-        from models.rat.partitions import PartitionConfig, compute_partition
-        from restore.io.image import is_image, read_image
-        from restore.preview import WINDOW_PRESETS, display_range, load_volume, partition_overlay, to_rgb8, window_to_rgb, rat_regions
+        from restore.io.image import is_image
+        from restore.limits import check_image
 
-        src = Path(path) if path else self.examples["ct_small.dcm"]
+        src = self.accept(path, request, "an image or DICOM", example="ct_small.dcm")
+        weights = self._weights(weights, request)
         if is_image(src):
-            rgb = to_rgb8(read_image(src))
-            image, modality = rgb.astype(np.float32).mean(-1), "other"
+            width, height = check_image(src, self.limits)
+            self._budget(src, width * height, f"{width}x{height}", "restore bench regions")
         else:
-            volume, info = load_volume(src)
-            image, modality = volume[len(volume) // 2], info.modality.lower()
-            level_width = WINDOW_PRESETS["soft tissue"] if modality == "ct" else display_range(image)
-            rgb = window_to_rgb(image, *level_width)
-        regions = compute_partition(image, PartitionConfig(method=method, modality="ct" if modality == "ct" else "other"))
-        tokens = rat_regions(self._network("rat", name, weights), image, regions)
-        label = self._weights_label(name, weights)
-        summary = (f"{src.name}: {regions.max() + 1} regions ({PartitionConfig(method=method, modality=modality).resolved_method()}); "
-                   f"{name} ({label}) bottleneck: {tokens.shape[1]}x{tokens.shape[0]} tokens in {tokens.max() + 1} regions")
-        return partition_overlay(rgb, regions), partition_overlay(rgb, tokens), summary
+            self._check_dicom(src)
+        pixels, tokens, (regions, method_used, tw, th, token_regions) = await self._run(
+            partition_job, str(src), name, weights, self.trained(name), method, self.weights_dir)
+        summary = (f"{src.name}: {regions} regions ({method_used}); {name} ({self._label(name, weights)}) bottleneck: "
+                   f"{tw}x{th} tokens in {token_regions} regions")
+        return pixels, tokens, summary
 
 
-def dicom_views(state: dict | None, index: int, preset: str, level: float, width: float):
-    """(before, after) windowed RGB of slice ``index``; ``after`` is the before slice until restored."""
-    from restore.preview import WINDOW_PRESETS, resize_nearest, window_to_rgb
+def _with_request(method: Callable, *, progress: bool = False) -> Callable:
+    """A handler for gradio calling ``method(*inputs, request=..., [progress=...])``.
 
-    if not state:
-        return None
-    if preset != "custom":
-        level, width = WINDOW_PRESETS[preset]
-    before_volume = state["before"]
-    index = min(int(index), len(before_volume) - 1)
-    before = window_to_rgb(before_volume[index], level, width)
-    after = before if state.get("after") is None else window_to_rgb(state["after"][index], level, width)
-    return resize_nearest(before, after.shape[:2]), after
+    Gradio fills special arguments only among positional parameters, by annotation
+    (``gr.Request``) and default (``gr.Progress``): the handler's signature is built to say so.
+    """
+    import gradio as gr
+
+    inputs = [p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=inspect.Parameter.empty)
+              for p in inspect.signature(method).parameters.values() if p.name not in ("request", "progress")]
+    extra = [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request)]
+    if progress:
+        extra.append(inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress()))
+    n = len(inputs)
+
+    async def handler(*args):
+        options = {"request": args[n] if len(args) > n else None}
+        if progress:
+            options["progress"] = args[n + 1] if len(args) > n + 1 else None
+        result = method(*args[:n], **options)
+        return await result if inspect.isawaitable(result) else result
+
+    handler.__signature__ = inspect.Signature(inputs + extra)
+    handler.__annotations__ = {"request": gr.Request}
+    handler.__name__ = handler.__qualname__ = method.__name__
+    return user_errors(handler)
 
 
 # --------------------------------------------------------------------------------------------- UI
 
 
 def build_ui(config: DemoConfig | None = None):
-    """The Blocks app, queued: one job at a time (one device), at most ``config.max_queue`` waiting."""
+    """The Blocks app, queued: one job at a time across every heavy event (one device), at most
+    ``config.max_queue`` waiting."""
     import gradio as gr
 
     from restore.dicom.processing import TASK_SCALES
     from restore.preview import WINDOW_PRESETS
 
     demo = Demo(config or DemoConfig())
+    config = demo.config
     ex = demo.examples
-    sr_models = runnable_sr_models()
-    oasis_presets, rat_presets = preset_names("oasis"), preset_names("rat")
+    sr_models = demo.sr_models()
+    sr_choices = [(f"{n} (any scale)" if n == "bicubic" else f"{n} (x{demo.models[n].scale})", n) for n in sr_models]
+    oasis, rat = demo.presets("oasis"), demo.presets("rat")
+    device = {"concurrency_id": "device", "concurrency_limit": 1}  # every event that computes: one slot
+    frequency = max(1, int(min(config.max_file_age, 600)))
 
-    with gr.Blocks(title="restore demo") as ui:
+    with gr.Blocks(title="restore demo", analytics_enabled=False, delete_cache=(frequency, int(config.max_file_age))) as ui:
         gr.Markdown("# restore: video super-resolution and medical image restoration\n"
-                    f"Models listed here are the ones that can run now: {', '.join(sr_models)}. "
-                    "`bicubic` is a classical baseline, not a learned model. Examples: "
+                    f"Models listed here are the ones that can run now: {', '.join(demo.sr_models())}. "
+                    "`bicubic` is a classical baseline, not a learned model. One job runs at a time; larger "
+                    "inputs belong to the `restore` command line. Examples: "
                     + "; ".join(f"`{k}`: {v}" for k, v in EXAMPLE_LICENCES.items()) + ".")
+
+        def scale_for(model):
+            """The scale follows the model: fixed for trained weights, a choice for the baseline."""
+            if model == "bicubic" or model not in demo.models:
+                return gr.update(interactive=True)
+            return gr.update(value=demo.models[model].scale, interactive=False)
+
         with gr.Tab("Video"):
             with gr.Row():
                 with gr.Column():
-                    v_in = gr.Video(label="input video", sources=["upload"])
+                    v_in = gr.Video(label="input video", sources=["upload"], elem_id="video-input")
                     gr.Examples([[str(ex["sample.mp4"])]], inputs=[v_in])
-                    v_model = gr.Dropdown(sr_models, value=sr_models[0], label="model")
-                    v_scale = gr.Radio([2, 4], value=4, label="scale")
+                    v_model = gr.Dropdown(sr_choices, value=sr_models[0], label="model")
+                    v_scale = gr.Radio([2, 4], value=demo.models[sr_models[0]].scale, label="scale (set by the model)",
+                                         interactive=sr_models[0] == "bicubic")
                     v_chunk = gr.Number(0, precision=0, label="frames per model call (0: the model's window)")
                     v_frame = gr.Number(0, precision=0, label="frame for the before/after view")
                     v_run = gr.Button("Restore video", variant="primary")
+                    v_stop = gr.Button("Stop")
                 with gr.Column():
                     v_out = gr.Video(label="restored (audio kept)")
-                    v_slider = gr.ImageSlider(label="before / after", type="numpy")
-                    v_file = gr.File(label="download")
-            v_run.click(user_errors(lambda p, m, s, c, f, progress=gr.Progress(): demo.restore_video(p, m, s, c, f, progress)),
-                        [v_in, v_model, v_scale, v_chunk, v_frame], [v_out, v_slider, v_file], api_name="video")
+                    v_slider = gr.ImageSlider(label="before (bicubic) / after", type="filepath")
+                    v_zoom = gr.Image(label="zoomed crop: input | bicubic | result", type="filepath", format="png")
+                    v_file = gr.File(label="download", elem_id="video-download")
+            v_model.change(scale_for, [v_model], [v_scale], api_name=False, queue=False)
+            v_event = v_run.click(_with_request(demo.restore_video, progress=True),
+                                  [v_in, v_model, v_scale, v_chunk, v_frame], [v_out, v_slider, v_zoom, v_file],
+                                  api_name="video", **device)
+            v_stop.click(None, None, None, cancels=[v_event], api_name=False)
         with gr.Tab("Image"):
             with gr.Row():
                 with gr.Column():
-                    # a File, not an Image: gradio would decode an Image upload itself and hide our error message
+                    # a File, not an Image: gradio would decode an Image upload itself, before any size check
                     i_in = gr.File(label="input image (PNG, JPEG, TIFF; 8 or 16 bit)", file_types=["image"], type="filepath",
                                    elem_id="image-input")
                     gr.Examples([[str(ex["astronaut.png"])]], inputs=[i_in])
-                    i_model = gr.Dropdown(sr_models, value=sr_models[0], label="model")
-                    i_scale = gr.Radio([2, 4], value=4, label="scale")
+                    i_model = gr.Dropdown(sr_choices, value=sr_models[0], label="model")
+                    i_scale = gr.Radio([2, 4], value=demo.models[sr_models[0]].scale, label="scale (set by the model)",
+                                         interactive=sr_models[0] == "bicubic")
                     i_run = gr.Button("Restore image", variant="primary", elem_id="image-run")
                 with gr.Column():
-                    i_slider = gr.ImageSlider(label="before / after", type="numpy", elem_id="image-slider")
+                    i_slider = gr.ImageSlider(label="before (bicubic) / after", type="filepath", elem_id="image-slider")
+                    i_zoom = gr.Image(label="zoomed crop: input | bicubic | result", type="filepath", format="png",
+                                      elem_id="image-zoom")
                     i_file = gr.File(label="download")
-            i_run.click(user_errors(demo.restore_image), [i_in, i_model, i_scale], [i_slider, i_file], api_name="image")
+            i_model.change(scale_for, [i_model], [i_scale], api_name=False, queue=False)
+            i_run.click(_with_request(demo.restore_image, progress=True), [i_in, i_model, i_scale],
+                        [i_slider, i_zoom, i_file], api_name="image", **device)
         with gr.Tab("DICOM"):
             d_state = gr.State()
+            tasks = list(TASK_SCALES)
             with gr.Row():
                 with gr.Column():
                     d_in = gr.File(label=".dcm file or .zip of a series", file_types=[".dcm", ".zip"])
                     gr.Examples([[str(ex["ct_small.dcm"])], [str(ex["ct_series.zip"])]], inputs=[d_in])
-                    d_task = gr.Radio(list(TASK_SCALES), value="ct-denoise", label="task (each task's default model)")
+                    d_task = gr.Radio(tasks, value="ct-denoise", label="task")
+                    # every model of every task (so the API accepts each); the task narrows the list in the page
+                    all_dicom = list(dict.fromkeys(m for t in tasks for m in demo.dicom_models(t)))
+                    d_model = gr.Dropdown(all_dicom, value=TASK_DEFAULT, label="model (shipped models of the task, "
+                                          "or its baselines)")
                     d_slice = gr.Slider(0, 1, step=1, value=0, label="slice")
-                    d_preset = gr.Radio([*WINDOW_PRESETS, "custom"], value="soft tissue", label="window")
+                    d_preset = gr.Radio([FILE_WINDOW, *WINDOW_PRESETS, "auto"], value=FILE_WINDOW,
+                                        label="window preset (fills level and width)")
                     with gr.Row():
-                        d_level = gr.Number(40, label="level (HU)")
-                        d_width = gr.Number(400, label="width (HU)")
+                        d_level = gr.Number(40, label="level")
+                        d_width = gr.Number(400, label="width")
                     d_run = gr.Button("Restore series", variant="primary")
                 with gr.Column():
-                    d_slider = gr.ImageSlider(label="before / after", type="numpy")
+                    d_slider = gr.ImageSlider(label="before / after", type="filepath")
                     d_summary = gr.Markdown()
                     d_file = gr.File(label="derived series (zip)")
-            view_inputs = [d_state, d_slice, d_preset, d_level, d_width]
+            view_inputs = [d_state, d_slice, d_level, d_width]
 
-            def on_upload(path):
+            async def load_dicom(path, request=None):
                 if not path:
-                    return None, gr.update(maximum=1, value=0), None
-                state = demo.load_dicom(path)
-                n = len(state["before"])  # a slider needs maximum > minimum, even for one slice
-                return state, gr.update(maximum=max(n - 1, 1), value=n // 2), dicom_views(state, n // 2, "soft tissue", 40, 400)
+                    return None, gr.update(maximum=1, value=0), FILE_WINDOW, 40, 400, None
+                state = await demo.load_dicom(path, request)
+                n = state["slices"]  # a slider needs maximum > minimum, even for one slice
+                level, width = state["default_window"]
+                return (state, gr.update(maximum=max(n - 1, 1), value=n // 2), FILE_WINDOW, level, width,
+                        demo.dicom_views(state, n // 2, level, width))
 
-            d_in.change(user_errors(on_upload), [d_in], [d_state, d_slice, d_slider], api_name="dicom_load")
-            for control in (d_slice, d_preset, d_level, d_width):
-                control.change(user_errors(dicom_views), view_inputs, [d_slider], api_name=False)
-            d_run.click(user_errors(lambda p, t, s, progress=gr.Progress(track_tqdm=True): demo.restore_dicom(p, t, s)),
-                        [d_in, d_task, d_state], [d_state, d_file, d_summary], api_name="dicom").then(
-                user_errors(dicom_views), view_inputs, [d_slider], api_name=False)
+            def on_preset(state, preset):
+                if preset in WINDOW_PRESETS:
+                    return WINDOW_PRESETS[preset]
+                volumes = demo.volumes.get((state or {}).get("key"))
+                if not state or volumes is None:
+                    return gr.update(), gr.update()
+                from restore.preview import display_range, modality_window
+
+                middle = volumes["before"][len(volumes["before"]) // 2]
+                if preset == "auto":
+                    return display_range(middle)
+                return modality_window(middle, state["modality"], state["window"])
+
+            d_in.change(_with_request(load_dicom), [d_in], [d_state, d_slice, d_preset, d_level, d_width, d_slider],
+                        api_name="dicom_load", **device)
+            d_task.change(lambda t: gr.update(choices=demo.dicom_models(t), value=TASK_DEFAULT), [d_task], [d_model],
+                          api_name=False, queue=False)
+            d_preset.input(user_errors(on_preset), [d_state, d_preset], [d_level, d_width], api_name="dicom_window",
+                           concurrency_id="view", concurrency_limit=4)
+            for control in (d_slice, d_level, d_width):
+                control.change(user_errors(demo.dicom_views), view_inputs, [d_slider], api_name=False,
+                               concurrency_id="view", concurrency_limit=4)
+            d_run.click(_with_request(demo.restore_dicom, progress=True), [d_in, d_task, d_model, d_state],
+                        [d_state, d_file, d_summary], api_name="dicom", **device).then(
+                user_errors(demo.dicom_views), view_inputs, [d_slider], api_name=False, concurrency_id="view",
+                concurrency_limit=4)
         with gr.Tab("Inspect"):
-            gr.Markdown(f"Shipped models (e.g. oasis-s-x4, rat-s-ct) load their trained weights; presets without "
-                        f"shipped weights are **{UNTRAINED}** unless you upload weights: patterns of random weights "
-                        "say nothing about quality.")
+            gr.Markdown(f"Shipped models (listed first) load their trained weights; presets without shipped weights "
+                        f"are **{UNTRAINED}** unless you upload weights: patterns of random weights say nothing about "
+                        "quality.")
             with gr.Row():
                 with gr.Column():
                     o_clip = gr.Video(label="clip (default: the example clip)", sources=["upload"])
-                    o_name = gr.Dropdown(oasis_presets, value="oasis-t" if "oasis-t" in oasis_presets else None, label="OASIS preset")
+                    o_name = gr.Dropdown(oasis, value=oasis[0] if oasis else None, label="OASIS model")
                     o_weights = gr.File(label="weights (optional, .safetensors)", type="filepath")
                     o_run = gr.Button("Attention-routing map")
-                    o_map = gr.Image(label="routing map", show_label=False, type="filepath")  # the PNG carries its own title
+                    o_map = gr.Image(label="routing the model runs (rows: layers, cells: heads; red global, "
+                                           "orange intra-frame, green 3D window)", type="filepath", format="png")
                     o_text = gr.Markdown()
+                    o_stats = gr.Image(label="measured on this clip: calibration statistics (a proposal, not the "
+                                             "model's routing)", type="filepath", format="png")
+                    o_stats_text = gr.Markdown()
                 with gr.Column():
                     with gr.Row():
                         o_layer = gr.Number(0, precision=0, label="layer")
@@ -449,34 +995,72 @@ def build_ui(config: DemoConfig | None = None):
                         o_y = gr.Number(16, precision=0, label="query y (px)")
                         o_x = gr.Number(16, precision=0, label="query x (px)")
                     o_attn_run = gr.Button("Show head attention")
-                    o_attn = gr.Image(label="attention of the head over every frame (cyan: query)", type="numpy")
-            o_run.click(user_errors(demo.routing_map), [o_clip, o_name, o_weights], [o_map, o_text], api_name="routing")
-            o_attn_run.click(user_errors(demo.head_pattern), [o_clip, o_name, o_weights, o_layer, o_head, o_frame, o_y, o_x],
-                             [o_attn], api_name="attention")
+                    o_attn = gr.Image(label="attention of the head over every frame (cyan: query)", type="numpy",
+                                      format="png")
+            o_run.click(_with_request(demo.routing_map), [o_clip, o_name, o_weights], [o_map, o_text, o_stats, o_stats_text],
+                        api_name="routing", **device)
+            o_attn_run.click(_with_request(demo.head_pattern), [o_clip, o_name, o_weights, o_layer, o_head, o_frame, o_y, o_x],
+                             [o_attn], api_name="attention", **device)
             with gr.Row():
                 with gr.Column():
                     r_in = gr.File(label="image or DICOM (default: CT_small.dcm)", type="filepath")
-                    r_name = gr.Dropdown(rat_presets, value=rat_presets[0] if rat_presets else None, label="RAT preset")
+                    r_name = gr.Dropdown(rat, value=rat[0] if rat else None, label="RAT model")
                     r_weights = gr.File(label="weights (optional)", type="filepath")
                     r_method = gr.Radio(["auto", "slic", "felzenszwalb", "hu", "grid"], value="auto", label="partition")
                     r_run = gr.Button("Region partition")
                 with gr.Column():
-                    r_pixels = gr.Image(label="pixel partition", type="numpy")
-                    r_tokens = gr.Image(label="regions at the bottleneck attention (after merging small regions)", type="numpy")
+                    r_pixels = gr.Image(label="pixel partition", type="numpy", format="png")
+                    r_tokens = gr.Image(label="regions at the bottleneck attention (after merging small regions)",
+                                        type="numpy", format="png")
                     r_text = gr.Markdown()
-            r_run.click(user_errors(demo.rat_partition), [r_in, r_name, r_weights, r_method], [r_pixels, r_tokens, r_text],
-                        api_name="partition")
-    # one device: one job at a time; a bounded queue so a busy demo refuses rather than piles up
-    return ui.queue(max_size=demo.config.max_queue, default_concurrency_limit=1), demo
+            r_run.click(_with_request(demo.rat_partition), [r_in, r_name, r_weights, r_method], [r_pixels, r_tokens, r_text],
+                        api_name="partition", **device)
+
+        def release(request=None):
+            demo.release(request)
+
+        ui.unload(_with_request(release))
+    demo.watch_uploads(ui)
+    ui.restore_demo = demo
+    # a bounded queue so a busy demo refuses rather than piles up
+    return ui.queue(max_size=config.max_queue, default_concurrency_limit=1), demo
+
+
+def _private_upload_folder(workdir: Path) -> None:
+    """Uploads go to a folder of this demo (mode 0700), unless the operator set GRADIO_TEMP_DIR:
+    nothing from another app or an earlier run is in it, and it is deleted on shutdown."""
+    if not os.environ.get("GRADIO_TEMP_DIR"):
+        folder = workdir / "uploads"
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.environ["GRADIO_TEMP_DIR"] = str(folder)
 
 
 def launch(host: str = "127.0.0.1", port: int = 7860, share: bool = False, config: DemoConfig | None = None,
-           **launch_kwargs):
-    """Build and launch the demo; returns the Blocks app (``launch_kwargs`` go to ``Blocks.launch``)."""
+           auth: tuple[str, str] | None = None, **launch_kwargs):
+    """Build and launch the demo; returns the Blocks app (``launch_kwargs`` go to ``Blocks.launch``).
+    ``auth``: ``(user, password)`` asked for by the login page."""
     config = config or DemoConfig()
+    created = config.workdir is None
+    if created:
+        config = DemoConfig(**{**config.__dict__, "workdir": Path(tempfile.mkdtemp(prefix="restore-demo-"))})
+    _private_upload_folder(Path(config.workdir))
     ui, demo = build_ui(config)
+    demo.own_workdir = created
+    demo.start_sweeping(max(1.0, min(config.max_file_age, 600.0)))
+    for warning in exposure_warnings(host, share, auth is not None):
+        log.warning("WARNING: %s", warning)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        try:
+            yield
+        finally:
+            demo.close()
+
+    launch_kwargs.setdefault("app_kwargs", {})["lifespan"] = lifespan
     ui.launch(server_name=host, server_port=port, share=share, max_file_size=config.max_file_size,
-              allowed_paths=[str(demo.workdir)], show_error=True, **launch_kwargs)
+              allowed_paths=[str(demo.workdir / "jobs"), str(demo.workdir / "examples")],
+              show_error=True, auth=auth, enable_monitoring=False, **launch_kwargs)
     return ui
 
 
@@ -489,20 +1073,40 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``python app.py`` and ``restore ui``."""
+    defaults = DemoConfig()
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: localhost only)")
     parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
-    parser.add_argument("--max-file-size", default=DemoConfig.max_file_size, help="largest upload, e.g. 100mb")
-    parser.add_argument("--max-clip-seconds", type=float, default=DemoConfig.max_clip_seconds,
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (use --auth)")
+    parser.add_argument("--auth", metavar="USER[:PASSWORD]",
+                        help=f"ask for a login; the password may come from ${PASSWORD_ENV} instead "
+                             f"(setting ${PASSWORD_ENV} alone means user 'restore')")
+    parser.add_argument("--max-file-size", default=defaults.max_file_size, help="largest upload, e.g. 100mb")
+    parser.add_argument("--max-clip-seconds", type=float, default=defaults.max_clip_seconds,
                         help="longest video the demo restores (longer: use `restore upscale`)")
-    parser.add_argument("--max-queue", type=int, default=DemoConfig.max_queue, help="jobs waiting before new ones are refused")
+    parser.add_argument("--max-job-pixels", type=int, default=defaults.max_job_pixels,
+                        help="budget of one job in input pixels x frames")
+    parser.add_argument("--max-job-seconds", type=float, default=defaults.max_job_seconds,
+                        help="a job running longer is stopped")
+    parser.add_argument("--max-file-age", type=float, default=defaults.max_file_age,
+                        help="seconds after which uploads and outputs are deleted (all of them on shutdown)")
+    parser.add_argument("--max-queue", type=int, default=defaults.max_queue, help="jobs waiting before new ones are refused")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO)
-    launch(args.host, args.port, args.share, DemoConfig(max_file_size=args.max_file_size, max_clip_seconds=args.max_clip_seconds,
-                                                        max_queue=args.max_queue, device=args.device))
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    try:
+        auth = parse_auth(getattr(args, "auth", None))
+    except ValueError as exc:
+        print(f"restore ui: {exc}")
+        return 2
+    config = DemoConfig(max_file_size=args.max_file_size, max_clip_seconds=args.max_clip_seconds,
+                        max_job_pixels=getattr(args, "max_job_pixels", DemoConfig.max_job_pixels),
+                        max_job_seconds=getattr(args, "max_job_seconds", DemoConfig.max_job_seconds),
+                        max_file_age=getattr(args, "max_file_age", DemoConfig.max_file_age),
+                        max_queue=args.max_queue, device=args.device)
+    launch(args.host, args.port, args.share, config, auth=auth)
     return 0
 
 

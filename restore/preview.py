@@ -62,6 +62,70 @@ def resize_nearest(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
 
 
+def resize_bicubic(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize ``(H, W, 3)`` uint8 to ``size = (height, width)`` by bicubic interpolation: the
+    "before" of a before/after view (what plain interpolation gives at the output size)."""
+    import cv2
+
+    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
+
+
+def zoom_comparison(lr: np.ndarray, before: np.ndarray, after: np.ndarray, *, crop: int = 64, zoom: int = 4,
+                    centre: tuple[float, float] = (0.5, 0.5)) -> np.ndarray:
+    """A magnified crop of the input, the interpolated "before" and the result side by side.
+
+    ``lr`` is the input ``(h, w, 3)``, ``before``/``after`` the output-size images ``(H, W, 3)``;
+    the crop (``crop`` output pixels square, at ``centre`` as fractions of height and width) is
+    taken at the same place in all three and enlarged ``zoom`` times by pixel repetition, so every
+    output pixel is visible. Returns ``(crop*zoom, 3*crop*zoom + gaps, 3)`` uint8.
+    """
+    height, width = after.shape[:2]
+    side = max(1, min(crop, height, width))
+    top = min(max(int(centre[0] * height) - side // 2, 0), height - side)
+    left = min(max(int(centre[1] * width) - side // 2, 0), width - side)
+    sy, sx = lr.shape[0] / height, lr.shape[1] / width
+    lr_crop = lr[int(top * sy): max(int((top + side) * sy), int(top * sy) + 1),
+                 int(left * sx): max(int((left + side) * sx), int(left * sx) + 1)]
+    tiles = [resize_nearest(lr_crop, (side, side)), before[top:top + side, left:left + side], after[top:top + side, left:left + side]]
+    gap = np.full((side * zoom, 4, 3), 255, np.uint8)
+    big = [np.repeat(np.repeat(t, zoom, axis=0), zoom, axis=1) for t in tiles]
+    return np.concatenate([big[0], gap, big[1], gap, big[2]], axis=1)
+
+
+def save_png(path: str | Path, image: np.ndarray) -> str:
+    """Write ``(H, W, 3)`` uint8 RGB as a lossless PNG -> the path (previews are never re-encoded lossily)."""
+    import cv2
+
+    if not cv2.imwrite(str(path), np.ascontiguousarray(image[..., ::-1])):
+        raise OSError(f"cannot write {path}")
+    return str(path)
+
+
+ROUTING_COLOURS = {"global": (214, 39, 40), "intra": (255, 127, 14), "window": (44, 160, 44)}
+
+
+def routing_grid(routing: list[list[str]], cell: int = 24) -> np.ndarray:
+    """The routing a network runs, one row per attention layer and one cell per head, coloured by
+    group (``ROUTING_COLOURS``: global red, intra-frame orange, 3D window green)."""
+    rows = len(routing)
+    heads = max((len(r) for r in routing), default=0)
+    out = np.full((rows * cell + 1, heads * cell + 1, 3), 255, np.uint8)
+    for i, layer in enumerate(routing):
+        for j, group in enumerate(layer):
+            out[i * cell + 1:(i + 1) * cell, j * cell + 1:(j + 1) * cell] = ROUTING_COLOURS.get(group, (128, 128, 128))
+    return out
+
+
+def modality_window(image: np.ndarray, modality: str, declared: tuple[float, float] | None = None) -> tuple[float, float]:
+    """The display window of a slice: the file's own Window Center/Width when it declares one, the
+    soft-tissue window for CT, else the 0.5-99.5 percentile range (MR and other units)."""
+    if declared is not None and declared[1] > 0:
+        return float(declared[0]), float(declared[1])
+    if modality.upper() == "CT":
+        return WINDOW_PRESETS["soft tissue"]
+    return display_range(image)
+
+
 def window_to_rgb(hu: np.ndarray, level: float, width: float) -> np.ndarray:
     """Window a CT slice ``(H, W)`` in HU to gray RGB: ``level - width/2`` -> 0, ``level + width/2`` -> 255."""
     if width <= 0:
@@ -196,6 +260,13 @@ def read_frames(path: str | Path, count: int) -> list[np.ndarray]:
 def load_volume(path: str | Path) -> tuple[np.ndarray, object]:
     """The first image series in a DICOM file, folder or ``.zip`` -> ``(Z, H, W)`` float32 (HU for CT)
     and its ``restore.io.dicom.VolumeInfo``. Raises ``InputError`` naming the file when it holds none."""
+    volume, info, _ = load_volume_with_window(path)
+    return volume, info
+
+
+def load_volume_with_window(path: str | Path) -> tuple[np.ndarray, object, tuple[float, float] | None]:
+    """:func:`load_volume` and the series' own display window ``(Window Center, Window Width)`` in
+    the volume's units (the first value when several are given), or None when it declares none."""
     from .io.dicom import discover, read_series_volume
 
     found = discover([Path(path)])
@@ -205,4 +276,16 @@ def load_volume(path: str | Path) -> tuple[np.ndarray, object]:
     volume, info = read_series_volume(found.series[0])
     if volume.ndim == 4:  # colour (e.g. secondary capture): show its luminance
         volume = volume[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return volume.astype(np.float32), info
+    return volume.astype(np.float32), info, _declared_window(found.series[0])
+
+
+def _declared_window(series) -> tuple[float, float] | None:
+    try:
+        ds = series.first.ref.read(stop_before_pixels=True)
+        centre, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+        if centre is None or width is None:
+            return None
+        first = lambda v: float(v[0]) if hasattr(v, "__len__") and not isinstance(v, str) else float(v)  # noqa: E731
+        return (first(centre), first(width)) if first(width) > 0 else None
+    except Exception:  # noqa: BLE001 - a missing or odd window falls back to the modality's
+        return None

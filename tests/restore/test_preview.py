@@ -86,3 +86,33 @@ def test_rat_regions_follow_the_bottleneck_grid():
     levels = len(rat.config.enc_depths)
     assert tokens.shape == (32 // 2**levels, 40 // 2**levels)
     assert set(np.unique(tokens)) == {0, 1} and tokens[0, 0] != tokens[0, -1]
+
+
+def test_zoom_comparison_puts_three_magnified_crops_side_by_side():
+    from restore.preview import resize_bicubic, zoom_comparison
+
+    lr = np.random.default_rng(0).integers(0, 256, (16, 20, 3), dtype=np.uint8)
+    before = resize_bicubic(lr, (64, 80))
+    after = before.copy()
+    out = zoom_comparison(lr, before, after, crop=32, zoom=2)
+    assert out.shape == (64, 3 * 64 + 8, 3) and out.dtype == np.uint8
+    assert np.array_equal(out[:, -64:], np.repeat(np.repeat(after[16:48, 24:56], 2, 0), 2, 1))
+
+
+def test_routing_grid_colours_each_head_by_its_group():
+    from restore.preview import ROUTING_COLOURS, routing_grid
+
+    grid = routing_grid([["global", "window"], ["intra", "window"]], cell=10)
+    assert grid.shape == (21, 21, 3)
+    assert tuple(grid[5, 5]) == ROUTING_COLOURS["global"] and tuple(grid[15, 5]) == ROUTING_COLOURS["intra"]
+    assert tuple(grid[15, 15]) == ROUTING_COLOURS["window"]
+
+
+def test_modality_window_prefers_the_files_own_window():
+    from restore.preview import WINDOW_PRESETS, modality_window
+
+    mr = np.linspace(0, 2000, 100, dtype=np.float32).reshape(10, 10)
+    assert modality_window(mr, "MR", (600.0, 1600.0)) == (600.0, 1600.0)
+    assert modality_window(mr, "CT") == WINDOW_PRESETS["soft tissue"]
+    level, width = modality_window(mr, "MR")
+    assert 900 < level < 1100 and width > 1800  # the percentile range, not a CT window
