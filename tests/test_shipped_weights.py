@@ -11,6 +11,7 @@ import torch
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 CARDS = sorted(WEIGHTS.glob("*.json"))
+IN_TRAINING = sorted(WEIGHTS.glob("training/*.json"))  # warm starts of runs that go on (weights/README.md)
 
 
 @pytest.fixture
@@ -18,7 +19,7 @@ def shipped(monkeypatch):
     monkeypatch.setenv("RESTORE_WEIGHTS_DIR", str(WEIGHTS))
 
 
-@pytest.mark.parametrize("card_path", CARDS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("card_path", CARDS + IN_TRAINING, ids=lambda p: p.parent.name + "/" + p.stem)
 def test_card_matches_its_weights_and_records_the_run(card_path, shipped):
     from restore.registry import read_card, sha256_of
 
@@ -59,3 +60,14 @@ def test_at_most_one_default_per_task_and_scale(shipped):
 
     defaults = [(e.task, e.scale) for e in list_models() if e.card.get("default")]
     assert len(defaults) == len(set(defaults))
+
+
+@pytest.mark.parametrize("card_path", IN_TRAINING, ids=lambda p: p.stem)
+def test_weights_in_training_warm_start_their_recipe_network(card_path):
+    from models.families import network_class
+    from models.weights import read_state_dict
+
+    card = json.loads(card_path.read_text())
+    assert not card["default"]
+    net = network_class(card["architecture"]).from_config(card["config"])
+    net.load_state_dict(read_state_dict(card_path.with_name(card["weights"])), strict=True)
