@@ -49,6 +49,10 @@ class Degradation:
     percentile; ``kspace`` (MR) and ``bicubic`` (pathology): downsampling by ``scale``.
     ``dose_fraction`` and ``rician_sigma`` take a value or a ``[low, high]`` range drawn uniformly
     for each degraded slice (a denoiser trained on a range is not tied to one noise level).
+    ``low_dose_ct`` with ``gaussian_fraction`` > 0: that share of the degraded slices gets white
+    Gaussian noise of ``gaussian_hu`` HU (value or range) instead of a reduced dose, so that the
+    model also sees the light noise a full-dose scan or another reconstruction kernel has (the
+    dose simulation adds ~45 HU even at 100 %, on top of the scan's own noise).
     """
 
     kind: str
@@ -57,13 +61,19 @@ class Degradation:
     electronic_noise: float = 10.0
     rician_sigma: float | tuple[float, float] = 0.05
     scale: int = 1
+    gaussian_hu: float | tuple[float, float] = 20.0
+    gaussian_fraction: float = 0.0
 
     def __post_init__(self):
         if self.kind not in DEGRADATIONS:
             raise ValueError(f"unknown degradation {self.kind!r} (known: {', '.join(DEGRADATIONS)})")
+        self.gaussian_fraction = float(self.gaussian_fraction)  # a command-line override arrives as text
 
     def __call__(self, clean: np.ndarray, rng: np.random.Generator, pixel_size_mm: float | None) -> np.ndarray:
         if self.kind == "low_dose_ct":
+            if self.gaussian_fraction > 0 and rng.random() < self.gaussian_fraction:
+                sigma = _draw(self.gaussian_hu, rng)
+                return (clean + rng.normal(0.0, sigma, clean.shape)).astype(np.float32)
             return simulate_low_dose_ct(clean, _draw(self.dose_fraction, rng), rng, i0=self.i0,
                                         electronic_noise=self.electronic_noise, pixel_size_mm=pixel_size_mm or 0.7)
         if self.kind == "rician":
@@ -288,13 +298,14 @@ class DicomDataModule(MedicalDataModule):
     """DICOM folders of clean slices with a simulated degradation (``Degradation`` fields):
     low-dose CT, MR Rician noise or MR k-space truncation (``scale``).
 
-    ``dicom_dir``: a folder or file, or a list of them. ``realizations``: independent degradations
-    of every clean slice (few real slices still give many noise draws). ``synthetic``: made-up
-    clean slices added to the real ones (``SyntheticSlices``), in the units of the real series.
+    ``dicom_dir``: a folder or file, or a list of them; None for made-up slices only (CT, in HU),
+    so that a smoke run needs no data. ``realizations``: independent degradations of every clean
+    slice (few real slices still give many noise draws). ``synthetic``: made-up clean slices added
+    to the real ones (``SyntheticSlices``), in the units of the real series.
     """
 
-    def __init__(self, dicom_dir: str | list[str], degradation: dict | None = None, realizations: int = 1,
-                 synthetic: SyntheticSlices | None = None, **kwargs):
+    def __init__(self, dicom_dir: str | list[str] | None = None, degradation: dict | None = None,
+                 realizations: int = 1, synthetic: SyntheticSlices | None = None, **kwargs):
         self.degradation = Degradation(**(degradation or {"kind": "low_dose_ct"}))
         super().__init__(scale=self.degradation.scale, **kwargs)
         if realizations < 1:
@@ -302,11 +313,13 @@ class DicomDataModule(MedicalDataModule):
         self.dicom_dir = dicom_dir
         self.realizations = realizations
         self.synthetic = synthetic or SyntheticSlices()
+        if dicom_dir is None and not (self.synthetic.phantoms or self.synthetic.image_dir):
+            raise ValueError("DicomDataModule needs dicom_dir or synthetic slices (phantoms, image_dir)")
 
     def sources(self) -> list[SliceSource]:
-        folders = [self.dicom_dir] if isinstance(self.dicom_dir, str) else list(self.dicom_dir)
+        folders = [self.dicom_dir] if isinstance(self.dicom_dir, str) else list(self.dicom_dir or [])
         real = [s for folder in folders for s in _dicom_slices(folder)]
-        units = real[0][1].units
+        units = real[0][1].units if real else "HU"  # made-up slices alone are CT: phantoms are in HU
         clean: list[tuple[str, Callable[[], np.ndarray], float | None]] = [
             (key, (lambda ref=ref: _read_slice(ref)), (series.first.pixel_spacing or (None,))[0])
             for key, series, ref in real

@@ -211,6 +211,50 @@ class TunedResult:
     tried: list[tuple[float, float]]
 
 
+# tissue bands of the clean slice for the HU-bias check (HU, inclusive low, exclusive high)
+CT_TISSUES_HU: dict[str, tuple[float, float]] = {"air": (-1024.0, -900.0), "fat": (-120.0, -60.0),
+                                                  "soft tissue": (20.0, 80.0), "bone": (400.0, 3072.0)}
+
+
+def hu_bias(pred_hu: np.ndarray, clean_hu: np.ndarray, tissues: dict[str, tuple[float, float]] = CT_TISSUES_HU,
+            erosion: int = 2) -> dict[str, float]:
+    """Mean error (HU) of ``pred_hu - clean_hu`` over each tissue band of the clean slice, eroded
+    by ``erosion`` pixels (partial-volume edges excluded); bands with under 50 pixels are left out."""
+    from scipy.ndimage import binary_erosion
+
+    out = {}
+    for name, (lo, hi) in tissues.items():
+        mask = (clean_hu >= lo) & (clean_hu < hi)
+        if erosion:
+            mask = binary_erosion(mask, iterations=erosion)
+        if mask.sum() >= 50:
+            out[name] = float((pred_hu - clean_hu)[mask].mean())
+    return out
+
+
+def periodic_peak(pred_hu: np.ndarray, clean_hu: np.ndarray, periods: Sequence[int] = (2, 4, 8, 16)) -> dict[str, float]:
+    """Grid check: power of the error ``pred_hu - clean_hu`` at the frequency of each period (in
+    pixels, along rows and columns: the spectrum of every row/column averaged) over the median
+    power of the 16 neighbouring frequencies. White noise gives ~1; a periodic pattern, >> 1."""
+    err = (pred_hu - clean_hu).astype(np.float64)
+    err -= err.mean()
+    out = {}
+    for p in periods:
+        ratios = []
+        for axis in (0, 1):
+            spectrum = (np.abs(np.fft.rfft(err, axis=axis)) ** 2).mean(axis=1 - axis)
+            n = err.shape[axis]
+            k = int(round(n / p))
+            if k < 9 or k >= spectrum.size:
+                continue
+            lo, hi = k - 8, min(spectrum.size, k + 9)
+            neighbours = np.concatenate([spectrum[lo:k], spectrum[k + 1 : hi]])
+            ratios.append(float(spectrum[k] / max(np.median(neighbours), 1e-12)))
+        if ratios:
+            out[str(p)] = max(ratios)
+    return out
+
+
 def tune_on_clean(
     denoise: Callable[[np.ndarray, float], np.ndarray],
     noisy_hu: np.ndarray,

@@ -37,20 +37,29 @@ def focal_region_loss(pred: torch.Tensor, target: torch.Tensor, regions: torch.T
 @dataclass
 class RATLossWeights:
     """Weights of the total loss: focal region loss ``beta`` (1e-3 as the released training
-    script), MSGA ``guidance`` (encoding MSE between stages, 0.25) and ``reconstruction`` (0.1)."""
+    script; it is a no-op there: the weight is at most 1 + beta, try ~1), MSGA ``guidance``
+    (encoding MSE between stages, 0.25), ``reconstruction`` (0.1) and ``scales``: L1 of each MSGA
+    scale's own prediction against the target average-pooled to its size (deep supervision; the
+    network returns them with ``deep_supervision``)."""
 
     beta: float = 1e-3
     guidance: float = 0.25
     reconstruction: float = 0.1
+    scales: float = 0.0
 
 
 def rat_loss(pred: torch.Tensor, target: torch.Tensor, regions: torch.Tensor, aux: dict[str, torch.Tensor],
              weights: RATLossWeights) -> dict[str, torch.Tensor]:
-    """Total loss and its parts: ``{"loss", "focal", "guidance"?, "reconstruction"?}`` (scalars)."""
+    """Total loss and its parts: ``{"loss", "focal", "guidance"?, "reconstruction"?, "scales"?}`` (scalars)."""
     parts = {"focal": focal_region_loss(pred, target, regions, weights.beta)}
     total = parts["focal"]
     for name in ("guidance", "reconstruction"):
         if name in aux:
             parts[name] = aux[name]
             total = total + getattr(weights, name) * aux[name]
+    if aux.get("scales") and weights.scales > 0:
+        parts["scales"] = torch.stack([
+            (p - F.adaptive_avg_pool2d(target, p.shape[-2:])).abs().mean() for p in aux["scales"]
+        ]).mean()
+        total = total + weights.scales * parts["scales"]
     return {"loss": total, **parts}

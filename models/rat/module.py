@@ -11,6 +11,8 @@ import pytorch_lightning as pl
 import torch
 
 from ..metrics import psnr, ssim
+from ..schedules import ContinuedCosine
+from ..weights import read_state_dict
 from . import PRESETS
 from .losses import RATLossWeights, rat_loss
 from .network import RAT
@@ -41,22 +43,27 @@ class RATModule(pl.LightningModule):
     """Trains a ``RAT`` (held as ``self.net``) with the focal region loss and MSGA guidance losses.
 
     ``preset``: a name of ``models.rat.PRESETS``; ``config``: ``RATConfig`` fields (override the
-    preset). Optimiser as the RAT training script: Adam ``lr`` with ``betas``, cosine decay to
-    ``eta_min`` over the run's steps. Validation restores whole slices with
+    preset). ``init_checkpoint``: start from these network weights (a Lightning checkpoint or an
+    exported ``.safetensors``), with a fresh optimiser and schedule. Optimiser as the RAT training
+    script: Adam ``lr`` with ``betas``, cosine decay to ``eta_min`` over the run's steps (continued
+    to the new end when a run is resumed with more steps). Validation restores whole slices with
     ``sliding_window_restore(val_window, val_overlap)`` and logs PSNR/SSIM on the normalised
-    [0, 1] images.
+    [0, 1] images. ``scale_weight``: weight of the per-scale MSGA supervision (the network needs
+    ``deep_supervision``); ``focal_beta``: see ``models.rat.losses.RATLossWeights``.
     """
 
     def __init__(
         self,
         preset: str | None = None,
         config: dict | None = None,
+        init_checkpoint: str | None = None,
         lr: float = 2e-4,
         betas: tuple[float, float] = (0.5, 0.999),
         eta_min: float = 1e-6,
         focal_beta: float = 1e-3,
         guidance_weight: float = 0.25,
         reconstruction_weight: float = 0.1,
+        scale_weight: float = 0.0,
         val_window: int = 128,
         val_overlap: float = 0.25,
     ):
@@ -67,7 +74,9 @@ class RATModule(pl.LightningModule):
         net_config = dict(PRESETS[preset]["config"]) if preset else {}
         net_config.update(config or {})
         self.net = RAT.from_config(net_config)
-        self.weights = RATLossWeights(focal_beta, guidance_weight, reconstruction_weight)
+        if init_checkpoint is not None:
+            self.net.load_state_dict(read_state_dict(init_checkpoint))
+        self.weights = RATLossWeights(focal_beta, guidance_weight, reconstruction_weight, scale_weight)
 
     def forward(self, x: torch.Tensor, regions: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x, regions)
@@ -81,8 +90,10 @@ class RATModule(pl.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         out = self.predict_step(batch, batch_idx).clamp(0, 1)
         target = batch["target"]
+        # sync_dist: each rank validates its own slices; the logged value (and what checkpoints
+        # record) is the mean over all ranks
         self.log_dict({"val/psnr": psnr(out, target).mean(), "val/ssim": ssim(out, target).mean()},
-                      prog_bar=True, batch_size=out.shape[0])
+                      prog_bar=True, sync_dist=True, batch_size=out.shape[0])
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
         return sliding_window_restore(self.net, batch["input"], batch["regions"], self.hparams.val_window,
@@ -90,6 +101,5 @@ class RATModule(pl.LightningModule):
 
     def configure_optimizers(self):
         optimizer = torch.optim.Adam(self.net.parameters(), lr=self.hparams.lr, betas=tuple(self.hparams.betas))
-        steps = max(int(self.trainer.estimated_stepping_batches), 1)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=self.hparams.eta_min)
+        scheduler = ContinuedCosine(optimizer, lambda: self.trainer.estimated_stepping_batches, self.hparams.eta_min)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

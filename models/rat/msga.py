@@ -13,7 +13,9 @@ concatenation is fused into ``F_MS``. For every scale ``s`` and each of two stag
 The refined attention maps of stage 2 are averaged over scales and returned; the network adds
 them (through a zero-initialised projection) to its full-resolution features. Guidance losses
 (returned in a dict): ``guidance`` = MSE between stage-1 and stage-2 encodings, ``reconstruction``
-= MSE of each encoder-decoder's reconstruction of its input, both averaged over scales.
+= MSE of each encoder-decoder's reconstruction of its input, both averaged over scales. The
+refined maps of every scale can also be returned, for the per-scale (deep) supervision of the
+paper, where each scale's attention features predict the output on their own.
 """
 
 from __future__ import annotations
@@ -62,14 +64,18 @@ class ChannelAttention(nn.Module):
 
 
 class SemanticModule(nn.Module):
-    """Small encoder-decoder: ``(B, C, h, w)`` -> (encoding ``(B, 2C, h/2, w/2)``, reconstruction)."""
+    """Small encoder-decoder: ``(B, C, h, w)`` -> (encoding ``(B, 2C, h/2, w/2)``, reconstruction).
+    ``upsample``: the decoder's first layer, ``"transposed"`` (2x2 stride-2 transposed conv: a
+    2-pixel pattern on flat input) or ``"bilinear"`` (bilinear x2 then a 1x1 conv)."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, upsample: str = "transposed"):
         super().__init__()
         self.encoder = nn.Sequential(nn.Conv2d(channels, 2 * channels, 3, stride=2, padding=1), nn.GELU(),
                                      nn.Conv2d(2 * channels, 2 * channels, 3, padding=1))
-        self.decoder = nn.Sequential(nn.ConvTranspose2d(2 * channels, channels, 2, stride=2), nn.GELU(),
-                                     nn.Conv2d(channels, channels, 3, padding=1))
+        up = (nn.ConvTranspose2d(2 * channels, channels, 2, stride=2) if upsample == "transposed" else
+              nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                            nn.Conv2d(2 * channels, channels, 1)))
+        self.decoder = nn.Sequential(up, nn.GELU(), nn.Conv2d(channels, channels, 3, padding=1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         enc = self.encoder(x)
@@ -98,19 +104,21 @@ class MultiScaleGuidedAttention(nn.Module):
 
     ``in_channels``: channels of each scale's features (coarsest first). ``forward(features)``:
     list of ``(B, C_s, h_s, w_s)`` -> (``(B, channels, h_0, w_0)`` at the coarsest scale's size,
-    ``{"guidance": scalar, "reconstruction": scalar}``).
+    ``{"guidance": scalar, "reconstruction": scalar}``). ``upsample``: see ``SemanticModule``.
     """
 
-    def __init__(self, in_channels: list[int], channels: int = 32, key_pool: int = 2):
+    def __init__(self, in_channels: list[int], channels: int = 32, key_pool: int = 2, upsample: str = "transposed"):
         super().__init__()
         self.inputs = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
         self.fuse = nn.Sequential(nn.Conv2d(len(in_channels) * channels, channels, 1), nn.GELU())
         self.stages = nn.ModuleList(
             nn.ModuleList(GuidedAttentionStage(channels, key_pool) for _ in in_channels) for _ in range(2)
         )
-        self.semantic = nn.ModuleList(SemanticModule(channels) for _ in range(2))
+        self.semantic = nn.ModuleList(SemanticModule(channels, upsample) for _ in range(2))
 
-    def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, features: list[torch.Tensor], return_scales: bool = False):
+        """With ``return_scales`` also the refined stage-2 maps of every scale (list of
+        ``(B, channels, h_0, w_0)``, coarsest first), for per-scale supervision."""
         size = features[0].shape[-2:]
         scaled = [F.adaptive_avg_pool2d(proj(f), size) for proj, f in zip(self.inputs, features)]
         fused = self.fuse(torch.cat(scaled, dim=1))
@@ -123,4 +131,5 @@ class MultiScaleGuidedAttention(nn.Module):
             reconstruction.append(0.5 * (rec1 + rec2))
             outputs.append(a2)
         losses = {"guidance": torch.stack(guidance).mean(), "reconstruction": torch.stack(reconstruction).mean()}
-        return torch.stack(outputs).mean(0), losses
+        fused = torch.stack(outputs).mean(0)
+        return (fused, losses, outputs) if return_scales else (fused, losses)

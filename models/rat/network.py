@@ -7,6 +7,8 @@ Input normalisation (what ``forward`` expects, ``(B, C, H, W)`` float):
 * pathology / natural images: RGB in ``[0, 1]``, 3 channels.
 
 The output is the same normalisation at ``scale`` times the size, not clamped (clamp for display).
+It is a residual over the (upsampled) input through a zero-initialised last convolution: an
+untrained network returns its input exactly.
 """
 
 from __future__ import annotations
@@ -41,7 +43,12 @@ class RATConfig:
     trained with, e.g. ``{"method": "hu", "modality": "ct"}``; CT input is mapped back to HU
     through ``CT_HU_RANGE``); None: a grid of ``default_grid`` pixels; ``msga``: fuse decoder scales with
     multi-scale self-guided attention of ``msga_channels``, position-attention keys pooled by
-    ``msga_key_pool``; ``attention_backend``: see ``region_attention``.
+    ``msga_key_pool``; ``attention_backend``: see ``region_attention``. ``upsample``: decoder
+    upsampling, ``"pixelshuffle"`` (1x1 conv + PixelShuffle, and transposed convs in MSGA; their
+    sub-pixel phases print a 2**levels-pixel grid on flat regions) or ``"bilinear"`` (1x1 conv +
+    bilinear, no grid: a constant stays constant). ``deep_supervision``: one zero-initialised 1x1
+    head per MSGA scale predicting the output at the coarsest scale (``return_aux`` adds them as
+    ``"scales"``), the per-scale supervision of Sinha & Dolz (needs ``msga``).
     """
 
     in_channels: int = 1
@@ -61,6 +68,8 @@ class RATConfig:
     msga_channels: int = 32
     msga_key_pool: int = 2
     attention_backend: str = "auto"
+    upsample: str = "pixelshuffle"
+    deep_supervision: bool = False
 
     def __post_init__(self):
         self.enc_depths = tuple(self.enc_depths)
@@ -69,6 +78,10 @@ class RATConfig:
             raise ValueError("enc_depths and dec_depths need the same, non-zero length")
         if self.scale not in (1, 2, 4):
             raise ValueError(f"scale must be 1, 2 or 4, got {self.scale}")
+        if self.upsample not in ("pixelshuffle", "bilinear"):
+            raise ValueError(f"upsample must be 'pixelshuffle' or 'bilinear', got {self.upsample!r}")
+        if self.deep_supervision and not self.msga:
+            raise ValueError("deep_supervision needs msga")
         if self.partition is not None:
             PartitionConfig(**self.partition)  # fail early on a bad partition config
         if self.half_scale_layers and len(self.enc_depths) < 2:
@@ -184,7 +197,9 @@ class RAT(nn.Module):
     ``forward(x, regions=None, return_aux=False)``: ``x`` ``(B, C, H, W)`` normalised as in the
     module docstring; ``regions`` ``(B, H, W)`` integer partition of the input (see
     ``models.rat.partitions``; a ``default_grid`` grid when None). Returns ``(B, C, s*H, s*W)``,
-    and with ``return_aux`` also ``{"guidance", "reconstruction"}`` losses of the MSGA module.
+    and with ``return_aux`` also ``{"guidance", "reconstruction"}`` losses of the MSGA module and,
+    with ``deep_supervision``, ``"scales"``: one ``(B, C, sH/m, sW/m)`` prediction per MSGA scale
+    (``m = 2**levels``; the residual over the input average-pooled by ``m``).
     """
 
     def __init__(self, config: RATConfig | None = None):
@@ -203,19 +218,32 @@ class RAT(nn.Module):
         self.bottleneck = RegionTransformer(ch, cfg.bottleneck_layers, cfg)
         decoder_channels = [ch]
         for depth in reversed(cfg.dec_depths):
-            self.ups.append(nn.Sequential(nn.Conv2d(ch, 2 * ch, 1, bias=False), nn.PixelShuffle(2)))
+            if cfg.upsample == "pixelshuffle":
+                self.ups.append(nn.Sequential(nn.Conv2d(ch, 2 * ch, 1, bias=False), nn.PixelShuffle(2)))
+            else:
+                self.ups.append(nn.Sequential(nn.Conv2d(ch, ch // 2, 1, bias=False),
+                                              nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)))
             ch //= 2
             self.decoders.append(nn.Sequential(*(NAFBlock(ch) for _ in range(depth))))
             decoder_channels.append(ch)
         self.half_scale = (RegionTransformer(2 * cfg.width, cfg.half_scale_layers, cfg)
                            if cfg.half_scale_layers else None)
         if cfg.msga:
-            self.msga = MultiScaleGuidedAttention(decoder_channels, cfg.msga_channels, cfg.msga_key_pool)
+            self.msga = MultiScaleGuidedAttention(decoder_channels, cfg.msga_channels, cfg.msga_key_pool,
+                                                  "transposed" if cfg.upsample == "pixelshuffle" else "bilinear")
             self.msga_out = nn.Conv2d(cfg.msga_channels, cfg.width, 1)
             # zero init: the fused attention starts as a no-op on the U-Net features
             nn.init.zeros_(self.msga_out.weight)
             nn.init.zeros_(self.msga_out.bias)
+        if cfg.deep_supervision:
+            self.scale_heads = nn.ModuleList(nn.Conv2d(cfg.msga_channels, cfg.in_channels, 1) for _ in decoder_channels)
+            for head in self.scale_heads:
+                nn.init.zeros_(head.weight)
+                nn.init.zeros_(head.bias)
         self.ending = nn.Conv2d(cfg.width, cfg.in_channels, 3, padding=1)
+        # zero init: the network starts as the identity (it predicts a residual over its input)
+        nn.init.zeros_(self.ending.weight)
+        nn.init.zeros_(self.ending.bias)
 
     @classmethod
     def from_config(cls, config: dict) -> "RAT":
@@ -272,7 +300,13 @@ class RAT(nn.Module):
             scales.append(feat)
         aux = {}
         if self.config.msga:
-            fused, aux = self.msga(scales)
+            if self.config.deep_supervision and return_aux:
+                fused, aux, per_scale = self.msga(scales, return_scales=True)
+                coarse = F.avg_pool2d(xp, self.multiple)
+                aux["scales"] = [(coarse + head(a))[..., : -(-h // self.multiple), : -(-w // self.multiple)]
+                                 for head, a in zip(self.scale_heads, per_scale)]
+            else:
+                fused, aux = self.msga(scales)
             fused = F.interpolate(fused, size=feat.shape[-2:], mode="bilinear", align_corners=False)
             feat = feat + self.msga_out(fused)
         out = self.ending(feat)[..., :h, :w] + x

@@ -7,9 +7,12 @@ Suites (``--suite``, comma-separated):
 * ``video``: clips of ``--clips DIR`` (HR; LR made by the same protocol) or, without it, synthetic
   pans; PSNR/SSIM-Y and the warping error (flow from the ground truth) per model, frame by frame
   (T = 1) and with the model's temporal context, next to the ground truth's own warping error;
-* ``ct``: slices of ``--ct`` DICOM paths with simulated reduced dose (``--dose``, projection
-  domain, ``models.ct_dose``); the noisy input, ``--ct-models`` (``nlm``, RAT weights...) and BM3D
-  with its sigma tuned against the clean slice (an oracle: its best case), in the [-160, 240] HU window;
+* ``ct``: slices of ``--ct`` DICOM paths with simulated reduced dose (``--dose``, a list, projection
+  domain, ``models.ct_dose``) and white Gaussian noise (``--gaussian-hu``, a list); the noisy
+  input, ``--ct-models`` (``nlm``, RAT weights...) and BM3D with its sigma tuned against the clean
+  slice (an oracle: its best case), in the [-160, 240] HU window, with each method's mean HU error
+  per tissue (``restore.evaluation.hu_bias``), its error spectrum's peaks at 2-16 pixel periods
+  (``periodic_peak``: ~1 for white noise) and its seconds per slice;
 * ``speed``: ``restore bench speed`` (same function) on the SR models and the SRVGG reference.
 
 Models are registry names; ``--weights LABEL=PATH`` gives a weight file (with its model card
@@ -52,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ct", nargs="*", default=[], help="DICOM files/folders/zips with CT series")
     parser.add_argument("--ct-models", default="nlm", help="comma-separated CT denoisers (registry names or labels)")
     parser.add_argument("--ct-slices", type=int, default=1, help="slices per CT series (centred)")
-    parser.add_argument("--dose", type=float, default=0.25, help="simulated dose fraction")
+    parser.add_argument("--dose", default="0.25", help="comma-separated simulated dose fractions")
+    parser.add_argument("--gaussian-hu", default="", help="comma-separated white Gaussian noise levels (HU std) to add too")
     parser.add_argument("--no-bm3d", action="store_true", help="skip BM3D (slow: ~5 runs per slice)")
     parser.add_argument("--speed-size", default="480x270", help="LR size WxH of the speed suite")
     parser.add_argument("--speed-frames", type=int, default=4)
@@ -275,11 +279,15 @@ def _ct_slices(paths: list[str], per_series: int):
 
 
 def _ct_suite(args, weights: dict[str, str]) -> dict:
+    """``{"window_hu", "conditions": {label: {"dose" | "gaussian_hu", "slices": {...}}}}``, and the
+    first condition's ``dose`` and ``slices`` at the top level (the layout of a single dose)."""
+    import time
+
     import numpy as np
 
     from models.ct_dose import simulate_low_dose_ct
     from restore.dicom.processing import ModelChoice, build_processor
-    from restore.evaluation import CT_WINDOW_HU, bm3d_denoise, ct_metrics, sweep, tune_on_clean
+    from restore.evaluation import CT_WINDOW_HU, bm3d_denoise, ct_metrics, hu_bias, periodic_peak, sweep, tune_on_clean
 
     if not args.ct:
         raise SystemExit("the ct suite needs --ct PATH [PATH ...] (DICOM files or folders)")
@@ -289,30 +297,51 @@ def _ct_suite(args, weights: dict[str, str]) -> dict:
                                weights=weights.get(label), device=device)
         for label in _split(args.ct_models)
     }
+    conditions = [(f"dose {d}", {"dose": float(d)}) for d in _split(str(args.dose))]
+    conditions += [(f"gaussian {g} HU", {"gaussian_hu": float(g)}) for g in _split(str(args.gaussian_hu))]
     rng = np.random.default_rng(args.seed)
-    out = {"dose": args.dose, "window_hu": list(CT_WINDOW_HU), "slices": {}}
-    for name, clean, pixel_mm in _ct_slices(args.ct, args.ct_slices):
-        noisy = simulate_low_dose_ct(clean, args.dose, rng, pixel_size_mm=pixel_mm)
-        noise_std = float(np.std(noisy - clean))
-        row = {"noise_std_hu": round(noise_std, 2), "methods": {"noisy input": ct_metrics(noisy, clean)}}
-        for label, processor in processors.items():
-            row["methods"][label] = ct_metrics(processor(noisy[None], "HU", "CT")[0], clean)
-        if not args.no_bm3d:
-            try:
-                best = tune_on_clean(bm3d_denoise, noisy, clean, sweep(noise_std))
-            except ImportError:
-                row["methods"]["bm3d"] = {"skipped": "pip install bm3d (restore[bench])"}
+    slices = _ct_slices(args.ct, args.ct_slices)
+
+    def measure(out_hu: np.ndarray, clean: np.ndarray, seconds: float | None = None) -> dict:
+        m = ct_metrics(out_hu, clean)
+        m["psnr"], m["ssim"] = round(m["psnr"], 2), round(m["ssim"], 4)
+        m["bias_hu"] = {k: round(v, 2) for k, v in hu_bias(out_hu, clean).items()}
+        m["periodic_peak"] = {k: round(v, 2) for k, v in periodic_peak(out_hu, clean).items()}
+        if seconds is not None:
+            m["seconds"] = round(seconds, 3)
+        return m
+
+    out: dict = {"window_hu": list(CT_WINDOW_HU), "conditions": {}}
+    for label, condition in conditions:
+        rows = {}
+        for name, clean, pixel_mm in slices:
+            if "dose" in condition:
+                noisy = simulate_low_dose_ct(clean, condition["dose"], rng, pixel_size_mm=pixel_mm)
             else:
-                tried = [p for p, _ in best.tried]
-                row["methods"]["bm3d (oracle sigma)"] = {
-                    **best.metrics, "sigma_hu": round(best.param, 2), "at_grid_edge": best.param in (min(tried), max(tried)),
-                    "tried": [[round(p, 2), round(v, 2)] for p, v in best.tried],
-                }
-        for metrics in row["methods"].values():
-            for key in ("psnr", "ssim"):
-                if key in metrics:
-                    metrics[key] = round(metrics[key], 2 if key == "psnr" else 4)
-        out["slices"][name] = row
+                noisy = (clean + rng.normal(0.0, condition["gaussian_hu"], clean.shape)).astype(np.float32)
+            noise_std = float(np.std(noisy - clean))
+            row = {"noise_std_hu": round(noise_std, 2), "methods": {"noisy input": measure(noisy, clean)}}
+            for method, processor in processors.items():
+                start = time.perf_counter()
+                restored = processor(noisy[None], "HU", "CT")[0]
+                row["methods"][method] = measure(restored, clean, time.perf_counter() - start)
+            if not args.no_bm3d:
+                try:
+                    best = tune_on_clean(bm3d_denoise, noisy, clean, sweep(noise_std))
+                except ImportError:
+                    row["methods"]["bm3d"] = {"skipped": "pip install bm3d (restore[bench])"}
+                else:
+                    tried = [p for p, _ in best.tried]
+                    row["methods"]["bm3d (oracle sigma)"] = {
+                        **measure(best.output, clean), "sigma_hu": round(best.param, 2),
+                        "at_grid_edge": best.param in (min(tried), max(tried)),
+                        "tried": [[round(p, 2), round(v, 2)] for p, v in best.tried],
+                    }
+            rows[name] = row
+        out["conditions"][label] = {**condition, "slices": rows}
+    first = next(iter(out["conditions"].values()))
+    if "dose" in first:
+        out["dose"], out["slices"] = first["dose"], first["slices"]
     return out
 
 
@@ -366,11 +395,17 @@ def markdown(results: dict) -> str:
                 lines.append(f"| {clip} | {label} | {m['psnr']:.2f} | {m['ssim']:.4f} | {1e3 * m['warp_error']:.4g} |")
     if "ct" in results:
         ct = results["ct"]
-        lines += [f"\n### CT, dose {ct['dose']} (PSNR dB / SSIM in {ct['window_hu']} HU)", "",
-                  "| slice | method | PSNR | SSIM |", "|---|---|---|---|"]
-        for name, row in ct["slices"].items():
-            for label, m in row["methods"].items():
-                lines.append(f"| {name} | {label} | {m.get('psnr', '-')} | {m.get('ssim', m.get('skipped', '-'))} |")
+        conditions = ct.get("conditions") or {f"dose {ct['dose']}": {"slices": ct["slices"]}}
+        lines += [f"\n### CT (PSNR dB / SSIM in {ct['window_hu']} HU; mean HU error in fat / soft tissue;"
+                  " largest error-spectrum peak at 2-16 px periods, ~1 = none; s/slice)", "",
+                  "| noise | slice | method | PSNR | SSIM | fat HU | soft HU | peak | s |", "|---|---|---|---|---|---|---|---|---|"]
+        for cond, c in conditions.items():
+            for name, row in c["slices"].items():
+                for label, m in row["methods"].items():
+                    bias = m.get("bias_hu", {})
+                    peak = max(m["periodic_peak"].values()) if m.get("periodic_peak") else "-"
+                    lines.append(f"| {cond} | {name} | {label} | {m.get('psnr', '-')} | {m.get('ssim', m.get('skipped', '-'))} "
+                                 f"| {bias.get('fat', '-')} | {bias.get('soft tissue', '-')} | {peak} | {m.get('seconds', '-')} |")
     if "speed" in results:
         s = results["speed"]["settings"]
         lines += [f"\n### speed ({s['device']}, LR {s['lr_size']}, {s['frames']} frames per call)", "",

@@ -130,6 +130,19 @@ def test_phantoms_are_refused_for_mr(mr_folder):
         DicomDataModule(str(mr_folder), degradation={"kind": "rician"}, synthetic=SyntheticSlices(phantoms=1)).sources()
 
 
+def test_phantoms_alone_need_no_dicom_folder():
+    """The smoke recipe (configs/rat_t.yaml) trains on phantoms only: no DICOM file anywhere."""
+    dm = DicomDataModule(synthetic=SyntheticSlices(phantoms=4, size=32), patch_size=16, val_fraction=0.25)
+    dm.setup("fit")
+    assert len(dm.train_set) == 3 and len(dm.val_set) == 1
+    assert {s.units for s in dm.train_set.sources} == {"HU"}  # windowed as CT
+    sample = dm.val_set[0]
+    assert sample["input"].shape == sample["target"].shape == (1, 32, 32)
+    assert not torch.equal(sample["input"], sample["target"])
+    with pytest.raises(ValueError, match="needs dicom_dir or synthetic slices"):
+        DicomDataModule()
+
+
 def test_mr_kspace_sr_sizes(mr_folder):
     dm = DicomDataModule(str(mr_folder), degradation={"kind": "kspace", "scale": 2}, patch_size=16)
     dm.setup("fit")
@@ -210,3 +223,21 @@ def test_rat_recipe_fit_export_and_use_in_restore_dicom(tmp_path, monkeypatch, c
                  "--weights", str(weights), "--regions", "hu", "-q"]) == 0
     derived = [pydicom.dcmread(p) for p in sorted((tmp_path / "out").rglob("*.dcm"))]
     assert len(derived) == 3 and all(np.isfinite(d.pixel_array).all() for d in derived)
+
+
+def test_ct_degradation_mixes_gaussian_noise_and_reduced_dose():
+    from datasets.medical_data import Degradation
+
+    clean = np.full((64, 64), 40.0, np.float32)
+    clean[:, :8] = -1000.0
+    light = Degradation("low_dose_ct", gaussian_hu=(5.0, 5.0), gaussian_fraction=1.0)
+    noise = light(clean, np.random.default_rng(0), 0.7) - clean
+    assert noise.dtype == np.float32 and abs(float(noise.std()) - 5.0) < 0.3 and abs(float(noise.mean())) < 0.3
+    mixed = Degradation("low_dose_ct", dose_fraction=(0.1, 1.0), gaussian_hu=(3.0, 45.0), gaussian_fraction=0.5)
+    stds = [float((mixed(clean, np.random.default_rng(s), 0.7) - clean).std()) for s in range(8)]
+    assert min(stds) < 45.0 and max(stds) > 45.0  # both ends of the range: light Gaussian and low dose
+    # gaussian_fraction 0: a pure dose simulation, the same draws as before the option existed
+    plain = Degradation("low_dose_ct", dose_fraction=0.5)
+    np.testing.assert_array_equal(plain(clean, np.random.default_rng(1), 0.7),
+                                  Degradation("low_dose_ct", dose_fraction=0.5, gaussian_fraction=0.0)(
+                                      clean, np.random.default_rng(1), 0.7))

@@ -49,3 +49,59 @@ def test_unsupported_names_why_a_series_cannot_be_processed():
     assert slic.unsupported("MR", 1) is None
     # the classical baselines take any modality and channel count
     assert build_processor("mr-denoise", choose_model("mr-denoise", None)).unsupported("US", 3) is None
+
+
+def test_ct_model_sees_the_training_window_and_out_of_range_pixels_come_back_unchanged():
+    # CT2_UNC-like slice: 22 % of it is -2048 HU padding outside the field of view, a value the
+    # RAT CT models never saw (trained on HU clipped to [-1024, 3071]); fed to the network
+    # unclipped it biased air by -167 HU and fat by +17 HU through the networks' global operations
+    import torch
+    from torch import nn
+
+    from models.rat.network import CT_HU_RANGE
+
+    seen = []
+
+    class Recorder(nn.Module):
+        def forward(self, x):
+            seen.append(x.clone())
+            return x
+
+    hu = np.random.default_rng(0).uniform(-1000, 3000, size=(2, 32, 32)).astype(np.float32)
+    hu[:, :6] = -2048.0  # padding
+    hu[:, -2:, :4] = 3500.0  # metal
+    hu[0, 10, 10], hu[0, 11, 11] = CT_HU_RANGE  # the full training window round-trips
+    out = SliceProcessor(Recorder(), scale=1, config=ProcessingConfig(tile=32))(hu, "HU", "CT")
+    x = torch.cat(seen)
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    np.testing.assert_allclose(out, hu, atol=1e-3)  # identity: every pixel back, in range or not
+    inside = (hu >= CT_HU_RANGE[0]) & (hu <= CT_HU_RANGE[1])
+    expected = (hu - CT_HU_RANGE[0]) / (CT_HU_RANGE[1] - CT_HU_RANGE[0])
+    np.testing.assert_allclose(x[:, 0].numpy()[inside], expected[inside], atol=1e-6)
+    assert float(x[0, 0, 0, 0]) == 0.0  # -2048 HU reaches the model as -1024 HU
+
+
+def test_model_card_caps_the_sliding_window():
+    from torch import nn
+
+    sizes = set()
+
+    class Recorder(nn.Module):
+        def forward(self, x):
+            sizes.add(tuple(x.shape[-2:]))
+            return x
+
+    hu = np.zeros((1, 48, 40), np.float32)
+    SliceProcessor(Recorder(), scale=1, card={"tile": 16}, config=ProcessingConfig(tile=512))(hu, "HU", "CT")
+    assert sizes == {(16, 16)}
+    sizes.clear()
+    SliceProcessor(Recorder(), scale=1, card={"tile": 1024}, config=ProcessingConfig(tile=32))(hu, "HU", "CT")
+    assert sizes == {(32, 32)}  # the smaller of the two
+
+
+def test_only_trained_networks_get_clipped_hu():
+    # NLM estimates its noise from the slice: clipped air would look less noisy (quarter-dose
+    # CT2_UNC: 17.5 dB instead of 22.0), so the classical baselines see HU as they are
+    assert not build_processor("ct-denoise", choose_model("ct-denoise", "nlm")).clip_hu
+    assert not build_processor("ct-denoise", choose_model("ct-denoise", "identity")).clip_hu
+    assert SliceProcessor(lambda x: x, scale=1).clip_hu  # a network (rat-s-ct & co.: a registry entry with weights)

@@ -53,3 +53,13 @@ def test_total_loss_uses_weights():
     parts = rat_loss(pred, target, regions, aux, RATLossWeights(beta=0.0, guidance=0.25, reconstruction=0.1))
     assert parts["loss"].item() == pytest.approx(F.l1_loss(pred, target).item() + 0.5 + 0.3)
     assert set(parts) == {"loss", "focal", "guidance", "reconstruction"}
+
+
+def test_per_scale_supervision_compares_each_scale_with_the_pooled_target():
+    pred, target, regions = _batch()
+    coarse = F.avg_pool2d(target, 4)
+    aux = {"scales": [coarse + 0.5, coarse.clone()]}  # one scale off by 0.5, one exact
+    parts = rat_loss(pred, target, regions, aux, RATLossWeights(beta=0.0, scales=2.0))
+    assert parts["scales"].item() == pytest.approx(0.25)
+    assert parts["loss"].item() == pytest.approx(F.l1_loss(pred, target).item() + 2.0 * 0.25)
+    assert "scales" not in rat_loss(pred, target, regions, aux, RATLossWeights(beta=0.0))  # weight 0: off

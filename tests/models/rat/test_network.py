@@ -32,7 +32,7 @@ def test_regions_change_the_output_once_trained():
     torch.manual_seed(0)
     net = RAT.from_config({**TINY, "min_region_tokens": 1})
     for p in net.parameters():  # leave the zero init: make every branch active
-        if p.dim() <= 2 and torch.count_nonzero(p) == 0:
+        if torch.count_nonzero(p) == 0:
             torch.nn.init.normal_(p, std=0.5)
     x = torch.rand(1, 1, 32, 32)
     one = torch.zeros(1, 32, 32, dtype=torch.long)
@@ -90,3 +90,58 @@ def test_registry_builds_presets():
     assert names["rat-s-ct"].task == "ct-denoise" and names["rat-s-mr"].task == "mr-denoise"
     net = build_model("rat", names["rat-t"].config)
     assert isinstance(net, RAT) and net(torch.rand(1, 1, 8, 8)).shape == (1, 1, 8, 8)
+
+
+def _activate(net: RAT, seed: int = 0) -> RAT:
+    """Give every zero-initialised parameter random values, as training would."""
+    torch.manual_seed(seed)
+    for p in net.parameters():
+        if torch.count_nonzero(p) == 0:
+            torch.nn.init.normal_(p, std=0.2)
+    return net
+
+
+@pytest.mark.parametrize("preset", ["rat-t", "rat-s-ct"])
+def test_untrained_rat_returns_its_input_exactly(preset):
+    # residual over the input through a zero-initialised last conv: a fresh (or weak) model is no
+    # worse than its input (the shipped rat-s-ct of 2026-11-26 changed a clean slice by 0.45)
+    net = RAT.from_config(PRESETS[preset]["config"]).eval()
+    x = torch.rand(2, 1, 40, 24)
+    with torch.no_grad():
+        assert torch.equal(net(x), x)
+
+
+def test_bilinear_upsampling_keeps_a_constant_image_constant():
+    # the 4-pixel grid of the shipped rat-s-ct: PixelShuffle's sub-pixel phases (and MSGA's
+    # transposed convs) come from different channels, so a flat region leaves the decoder with a
+    # 2- and 4-pixel periodic pattern; bilinear upsampling keeps a constant constant
+    x = torch.full((1, 1, 256, 256), 0.27)
+    regions = torch.zeros(1, 256, 256, dtype=torch.long)
+    interior = (0, 0, slice(64, 192), slice(64, 192))  # away from the convs' zero padding
+
+    def periodic_power(upsample: str) -> float:
+        net = _activate(RAT.from_config({**TINY, "enc_depths": [1, 1, 1], "dec_depths": [1, 1, 1],
+                                         "upsample": upsample})).eval()
+        with torch.no_grad():
+            out = net(x, regions)[interior]
+        spectrum = torch.fft.fft2(out - out.mean()).abs()
+        return max(float(spectrum[0, 128 // p] + spectrum[128 // p, 0]) for p in (2, 4, 8))
+
+    assert periodic_power("pixelshuffle") > 1e-2
+    assert periodic_power("bilinear") < 1e-3  # float rounding only (multi-threaded convs: ~2e-4)
+    with pytest.raises(ValueError, match="upsample"):
+        RATConfig(upsample="nearest")
+
+
+def test_deep_supervision_predicts_every_msga_scale():
+    net = RAT.from_config({**TINY, "deep_supervision": True})
+    x = torch.rand(2, 1, 20, 16)
+    out, aux = net(x, return_aux=True)
+    assert len(aux["scales"]) == len(TINY["enc_depths"]) + 1
+    coarse = torch.nn.functional.avg_pool2d(x, 4)
+    for pred in aux["scales"]:  # zero-initialised heads: the pooled input
+        torch.testing.assert_close(pred, coarse)
+    assert set(net(x, return_aux=True)[1]) == {"guidance", "reconstruction", "scales"}
+    assert "scales" not in RAT.from_config(TINY)(x, return_aux=True)[1]
+    with pytest.raises(ValueError, match="msga"):
+        RATConfig(msga=False, deep_supervision=True)

@@ -124,3 +124,33 @@ def test_bad_model_arguments_name_the_problem(data_root, tmp_path):
         quality.run(_args("--suite", "set5", "--weights", "just-a-path"))
     with pytest.raises(SystemExit, match="unknown suite"):
         quality.run(_args("--suite", "set6"))
+
+
+def test_ct_suite_sweeps_doses_and_gaussian_noise_with_bias_grid_and_time():
+    from pydicom.data import get_testdata_file
+
+    results = quality.run(_args("--suite", "ct", "--ct", get_testdata_file("CT_small.dcm"), "--ct-models", "identity",
+                                "--no-bm3d", "--dose", "0.1,1.0", "--gaussian-hu", "10"))
+    ct = results["ct"]
+    assert list(ct["conditions"]) == ["dose 0.1", "dose 1.0", "gaussian 10 HU"]
+    assert ct["dose"] == 0.1 and ct["slices"] == ct["conditions"]["dose 0.1"]["slices"]
+    std = {c: next(iter(v["slices"].values()))["noise_std_hu"] for c, v in ct["conditions"].items()}
+    assert std["dose 0.1"] > std["dose 1.0"] and abs(std["gaussian 10 HU"] - 10) < 1
+    row = next(iter(ct["conditions"]["gaussian 10 HU"]["slices"].values()))
+    noisy, same = row["methods"]["noisy input"], row["methods"]["identity"]
+    assert abs(same["psnr"] - noisy["psnr"]) < 0.05 and same["seconds"] >= 0
+    assert abs(same["bias_hu"]["soft tissue"]) < 2 and max(same["periodic_peak"].values()) < 3  # white noise
+    assert "| gaussian 10 HU | CT_small.dcm" in quality.markdown(results)
+
+
+def test_periodic_peak_finds_a_grid_and_not_white_noise():
+    import numpy as np
+
+    from restore.evaluation import periodic_peak
+
+    rng = np.random.default_rng(0)
+    clean = np.zeros((128, 128))
+    noise = rng.normal(0, 10, clean.shape)
+    assert max(periodic_peak(noise, clean).values()) < 2
+    grid = noise + 10.0 * np.cos(np.pi / 2 * np.arange(128))[None, :]  # a 4-pixel period along x
+    assert periodic_peak(grid, clean)["4"] > 10
