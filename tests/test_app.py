@@ -1,6 +1,6 @@
 """The web demo end to end: a launched app on 127.0.0.1 driven through gradio_client and plain HTTP.
 
-Waiting is always on a condition (``_wait_until``), never a fixed sleep.
+Waiting is always on a condition (``tests.conditions.wait_until``), never a fixed sleep.
 """
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import time
 import zipfile
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 
 from app import DemoConfig, exposure_warnings, launch, parse_auth
+from tests.conditions import wait_until
 from tests.restore.test_limits import dicom_declaring, png_bomb
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,15 +27,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _wait_until(condition, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def _launch(config: DemoConfig, **kwargs):
@@ -222,7 +213,6 @@ def test_the_upload_folder_itself_is_refused_as_an_input(app):
 
 def test_another_sessions_upload_and_stale_files_are_refused(app, tmp_path):
     client, config, ui = app
-    from tests.fixtures import make_video  # noqa: F401 - same media makers as the other tests
 
     secret = tmp_path / "patient.dcm"
     secret.write_bytes((_examples(config) / "ct_small.dcm").read_bytes()[:-16] + os.urandom(16))  # unique bytes
@@ -285,15 +275,15 @@ def test_one_job_at_a_time_across_endpoints_and_cancel_stops_the_work(app, tmp_p
     client, config, ui = app
     demo = ui.restore_demo
     video = client.submit(gradio_client.handle_file(str(_big_clip(tmp_path))), "bicubic", 4, 0, 0, api_name="/video")
-    _wait_until(lambda: demo.worker.busy, what="the video job to start")
+    wait_until(lambda: demo.worker.busy, what="the video job to start")
     worker_pid = demo.worker.pid
     image = client.submit(gradio_client.handle_file(str(_examples(config) / "astronaut.png")), "bicubic", 2,
                           api_name="/image")
-    _wait_until(lambda: _queued_events(ui) >= 1 or image.done(), what="the image job to queue")
+    wait_until(lambda: _queued_events(ui) >= 1 or image.done(), what="the image job to queue")
     assert not image.done() and _queued_events(ui) == 1, "the image job must wait for the device"
     video.cancel()
     # the work stops: its process is killed, and the queued job then runs
-    _wait_until(lambda: not _pid_alive(worker_pid), timeout=30, what="the cancelled job's process to end")
+    wait_until(lambda: not _pid_alive(worker_pid), timeout=30, what="the cancelled job's process to end")
     slider, _, _ = image.result(timeout=120)
     assert _slider_images(slider)[1].shape == (192, 192, 3)
 
@@ -341,7 +331,7 @@ def test_dicom_volumes_freed_when_the_session_ends(app):
     viewer.predict(gradio_client.handle_file(str(_examples(config) / "ct_series.zip")), api_name="/dicom_load")
     assert demo.volumes.nbytes > before
     viewer.close()  # like closing the tab: its heartbeat ends, gradio runs the unload event
-    _wait_until(lambda: demo.volumes.nbytes <= before, timeout=60, what="the volumes to be freed")
+    wait_until(lambda: demo.volumes.nbytes <= before, timeout=60, what="the volumes to be freed")
 
 
 def test_volume_cache_is_bounded():
@@ -366,7 +356,7 @@ def test_uploads_and_outputs_deleted_after_their_age_and_on_shutdown(tmp_path):
         _, _, download = client.predict(gradio_client.handle_file(str(image)), "bicubic", 2, api_name="/image")
         served = [Path(p) for p in ui.upload_file_set] + [p for p in (tmp_path / "demo" / "jobs").rglob("*.png")]
         assert served and all(p.exists() for p in served)
-        _wait_until(lambda: not any(p.exists() for p in served), timeout=30, what="old files to be deleted")
+        wait_until(lambda: not any(p.exists() for p in served), timeout=30, what="old files to be deleted")
         client.predict(gradio_client.handle_file(str(image)), "bicubic", 2, api_name="/image")
         fresh = [Path(p) for p in ui.upload_file_set] + [p for p in (tmp_path / "demo" / "jobs").rglob("*.png")]
         assert fresh

@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import time
 from pathlib import Path
 
 import pytest
 from playwright import sync_api
 
 from app import DemoConfig, launch
+from tests.conditions import wait_until
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -80,15 +80,9 @@ def test_closing_the_tab_frees_its_dicom_volumes(page):
     other.goto(ui.local_url, wait_until="domcontentloaded")
     other.get_by_role("tab", name="DICOM").click()
     other.get_by_text("ct_series.zip", exact=True).last.click()
-    deadline = time.monotonic() + 60
-    while demo.volumes.nbytes <= before and time.monotonic() < deadline:
-        other.wait_for_timeout(100)
-    assert demo.volumes.nbytes > before, "the series was loaded"
+    wait_until(lambda: demo.volumes.nbytes > before, what="the series to be loaded")
     other.close()
-    deadline = time.monotonic() + 60
-    while demo.volumes.nbytes > before and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert demo.volumes.nbytes <= before, "the closed tab's volumes are freed"
+    wait_until(lambda: demo.volumes.nbytes <= before, what="the closed tab's volumes to be freed")
 
 
 def _screenshot_tabs(tab, folder: Path, examples: Path) -> None:
