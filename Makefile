@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # A real 5 s clip with AAC audio that ships inside the gradio wheel (480x270, 30 fps).
 SAMPLE = $$($(BIN)/python -c 'import gradio, os; print(os.path.join(os.path.dirname(gradio.__file__), "media_assets", "videos", "b.mp4"))')
 
-.PHONY: install browser demo test test-slow test-all bench clean
+.PHONY: install browser dicom3tools demo test test-slow test-all bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,26 +20,35 @@ demo: $(STAMP)
 	$(BIN)/restore upscale "$(SAMPLE)" -o demo/sample_x4.mp4 --scale 4 --overwrite --report demo/report.json
 	@echo "output: $(CURDIR)/demo/sample_x4.mp4"
 
-# The browser test drives Debian's Chromium (never `playwright install`: it downloads browsers). On a
-# fresh machine it is installed here when we are root (CI); anyone else is told the one command to run.
-browser:
-	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+# Tools from Debian that some tests drive: the browser test Chromium (never `playwright install`: it
+# downloads browsers), the DICOM output check dciodvfy (dicom3tools). On a fresh machine they are
+# installed here when we are root (CI); anyone else is told the one command to run.
+# $(call debian_tool,CHECK,PACKAGE,USER): CHECK is a shell test that the tool is there.
+define debian_tool
+	@$(1) >/dev/null 2>&1 || \
 	if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing Debian chromium for the browser test"; \
+		echo "installing Debian $(2) for $(3)"; \
 		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
 	else \
-		echo "the browser test needs Chromium; run:  sudo apt-get install -y chromium" >&2; exit 1; \
+		echo "$(3) needs Debian's $(2); run:  sudo apt-get install -y $(2)" >&2; exit 1; \
 	fi
+endef
+
+browser:
+	$(call debian_tool,command -v chromium >/dev/null 2>&1 || command -v chromium-browser,chromium,the browser test)
+
+dicom3tools:
+	$(call debian_tool,command -v dciodvfy,dicom3tools,the DICOM output check)
 
 # pytest exits 5 when no test is collected; that is not a failure of the suite.
-test: browser $(STAMP)
+test: browser dicom3tools $(STAMP)
 	$(BIN)/python -m pytest -q; rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc
 
-test-slow: $(STAMP)
+test-slow: dicom3tools $(STAMP)
 	$(BIN)/python -m pytest -q -m slow; rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc
 
-test-all: browser $(STAMP)
+test-all: browser dicom3tools $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 bench: $(STAMP)

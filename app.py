@@ -2,7 +2,7 @@
 
 Run ``python app.py [--host 127.0.0.1] [--port 7860] [--share] [--auth USER[:PASSWORD]]`` or
 ``restore ui``. The UI only wires events: the work is done by ``restore.api`` (video and image
-jobs), ``restore.dicom_job`` (the same job and writer as ``restore dicom``) and
+jobs), ``restore.dicom.job`` (the same job and writer as ``restore dicom``) and
 ``restore.preview`` (pictures), inside one worker process per device (``restore.worker``).
 
 The demo is meant to be shared and handles patient images, so (``DemoConfig`` holds the limits):
@@ -217,16 +217,18 @@ def _use(weights_dir: str | None) -> None:
 
 
 def _sr_model(name: str, scale: int, chunk: int | None, device: str):
-    """A loaded SR model and its options, cached in the worker (loading weights is the slow part)."""
-    from restore.jobs import UpscaleOptions, prepare_model
+    """A loaded SR model and the other options it was prepared with (keywords of ``restore.api``,
+    which takes the loaded model in place of its name), cached in the worker (loading weights is
+    the slow part)."""
+    from restore.api import UpscaleOptions, prepare_model
 
     key = (name, scale, chunk, device)
     if key not in _MODELS:
         while len(_MODELS) >= 2:
             _MODELS.popitem(last=False)
         # 8-bit 4:2:0 H.264 whatever the source: browsers play neither High 10 nor 4:4:4
-        opts = UpscaleOptions(scale=scale, model=name, chunk=chunk, device=device, pix_fmt="yuv420p")
-        _MODELS[key] = (prepare_model(opts), opts)
+        options = {"scale": scale, "chunk": chunk, "device": device, "pix_fmt": "yuv420p"}
+        _MODELS[key] = (prepare_model(UpscaleOptions(model=name, **options)), options)
     _MODELS.move_to_end(key)
     return _MODELS[key]
 
@@ -244,13 +246,13 @@ def _previews(folder: Path, lr: np.ndarray, after: np.ndarray) -> tuple[tuple[st
 def video_job(src: str, folder: str, model: str, scale: int, chunk: int | None, frame: int, device: str,
               weights_dir: str | None, max_frames: int, progress=None):
     """Upscale a clip -> (output video, (before PNG, after PNG), zoom PNG)."""
+    from restore.api import upscale_video
     from restore.errors import InputError
-    from restore.jobs import upscale_video_file
     from restore.preview import read_frame
 
     _use(weights_dir)
     src_path, out = Path(src), Path(folder)
-    loaded, opts = _sr_model(model, scale, chunk, device)
+    loaded, options = _sr_model(model, scale, chunk, device)
     dst = out / f"{src_path.stem}_x{scale}.mp4"  # mp4: playable in every browser
     done, start = 0, time.perf_counter()
 
@@ -263,7 +265,7 @@ def video_job(src: str, folder: str, model: str, scale: int, chunk: int | None, 
             rate = done / max(time.perf_counter() - start, 1e-6)
             progress(done, max_frames, f"ETA {max(max_frames - done, 0) / rate:.0f} s")
 
-    upscale_video_file(src_path, dst, loaded, opts, on_frames)
+    upscale_video(src_path, dst, model=loaded, on_frames=on_frames, **options)
     index = min(max(int(frame), 0), done - 1)  # any number typed in the box shows a frame
     pair, zoom = _previews(out, read_frame(src_path, index), read_frame(dst, index))
     return str(dst), pair, zoom
@@ -271,15 +273,15 @@ def video_job(src: str, folder: str, model: str, scale: int, chunk: int | None, 
 
 def image_job(src: str, folder: str, model: str, scale: int, device: str, weights_dir: str | None, progress=None):
     """Upscale an image -> ((before PNG, after PNG), zoom PNG, download path)."""
+    from restore.api import upscale_image
     from restore.io.image import read_image
-    from restore.jobs import upscale_image_file
     from restore.preview import to_rgb8
 
     _use(weights_dir)
     src_path, out = Path(src), Path(folder)
-    loaded, opts = _sr_model(model, scale, None, device)
+    loaded, options = _sr_model(model, scale, None, device)
     dst = out / f"{src_path.stem}_x{scale}.png"
-    upscale_image_file(src_path, dst, loaded, opts)
+    upscale_image(src_path, dst, model=loaded, **options)
     pair, zoom = _previews(out, to_rgb8(read_image(src_path)), to_rgb8(read_image(dst)))
     return pair, zoom, str(dst)
 
@@ -294,7 +296,7 @@ def dicom_load_job(src: str, progress=None) -> dict:
 
 def dicom_job(src: str, folder: str, task: str, model: str | None, device: str, weights_dir: str | None, progress=None):
     """``restore dicom``'s job on the upload -> (after volume, zip of the derived series, summary)."""
-    from restore.dicom_job import DicomJobConfig, run_dicom_job
+    from restore.dicom.job import DicomJobConfig, run_dicom_job
     from restore.preview import load_volume
 
     _use(weights_dir)
@@ -383,7 +385,8 @@ def partition_job(src: str, name: str, weights: str | None, trained: bool, metho
                   progress=None):
     """Partition an image or slice as RAT would -> (pixel regions, bottleneck regions, counts)."""
     from models.rat.partitions import PartitionConfig, compute_partition
-    from restore.io.image import is_image, read_image
+    from restore.io.formats import is_image
+    from restore.io.image import read_image
     from restore.preview import load_volume_with_window, modality_window, partition_overlay, rat_regions, to_rgb8, window_to_rgb
 
     _use(weights_dir)
@@ -791,7 +794,7 @@ class Demo:
 
     async def rat_partition(self, path: str | None, name: str, weights: str | None, method: str, request=None):
         """Partition an image or slice as RAT would -> (pixel regions, bottleneck regions, summary)."""
-        from restore.io.image import is_image
+        from restore.io.formats import is_image
         from restore.limits import check_image
 
         src = self.accept(path, request, "an image or DICOM", example="ct_small.dcm")

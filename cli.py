@@ -1,16 +1,36 @@
 """The ``restore`` command. Each subcommand is one ``_add_<name>_command`` function below.
 
-Subcommands import their heavy dependencies lazily, so ``restore --help`` stays fast.
+Subcommands import their heavy dependencies lazily, so ``restore --help`` stays fast. The settings
+of ``upscale`` are the fields of ``restore.api.UpscaleOptions`` (defaults and help included), read
+back into it by ``restore.options``; those of ``dicom`` are stored under the names of
+``DicomJobConfig``'s fields and read back the same way.
+
+Failures: a ``RestoreError`` (a bad file, model or setting, which the user can fix) prints one
+line and exits 1; argparse prints usage errors and exits 2; anything else is a bug in restore, which
+prints its traceback, asks to be reported and exits ``EXIT_BUG``. Otherwise a command returns its
+own code (``dicom``'s 2: some image data skipped; 130: interrupted by Ctrl-C; 143: by ``SIGTERM``,
+which ``upscale`` takes as Ctrl-C). ``upscale`` goes on after a file that meets a bug and then
+exits ``EXIT_BUG``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+# sysexits.h's EX_SOFTWARE: an internal error, apart from every code a user's mistake gives
+EXIT_BUG = 70
 
 
 def _add_upscale_command(sub: argparse._SubParsersAction) -> None:
+    from restore.api import UpscaleOptions
+    from restore.options import add_arguments
+
     p = sub.add_parser(
         "upscale",
         help="upscale videos, images and folders",
@@ -19,56 +39,40 @@ def _add_upscale_command(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video or image files, or folders")
     p.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
-    p.add_argument("--scale", type=int, choices=(2, 4), default=4, help="upscaling factor (default: 4)")
-    p.add_argument("--model", default=None, help="model name from `restore models` (default: the best shipped model)")
-    p.add_argument("--weights", help="weights for the model: .safetensors, or a torch checkpoint (loaded weights-only)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
-    p.add_argument("--chunk", type=int, help="frames per model call (default: the model's temporal window)")
-    p.add_argument("--overlap", type=int, help="frames shared by consecutive chunks, cross-faded")
-    p.add_argument("--tile", type=int, help="LR tile side in pixels (default: automatic from --max-pixels; 0: never tile)")
-    p.add_argument("--tile-overlap", type=int, default=16, help="LR pixels shared by neighbouring tiles")
-    p.add_argument("--max-pixels", type=int, default=None, help="LR pixels per model call before tiling (frames x H x W)")
-    p.add_argument("--codec", default="libx264", choices=("libx264", "libx265", "ffv1", "png"), help="png: a folder of frames")
-    p.add_argument("--crf", type=int, help="constant rate factor (libx264/libx265; lower is better quality)")
-    p.add_argument("--preset", help="encoder preset, e.g. veryfast, medium, slow")
-    p.add_argument("--pix-fmt", help="output pixel format, e.g. yuv420p, yuv444p, yuv420p10le")
-    p.add_argument("--no-audio", action="store_true", help="drop audio and subtitle streams")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run; skip finished outputs")
-    p.add_argument("--segment-frames", type=int, default=240, help="frames per resumable segment (the most a crash can lose)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs and partial results")
+    add_arguments(p, UpscaleOptions)
     p.add_argument("--report", metavar="PATH", help="write a JSON report of every input")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary")
     p.set_defaults(func=_run_upscale)
 
 
 def _run_upscale(args: argparse.Namespace) -> int:
+    from restore.api import UpscaleOptions
     from restore.batch import run_batch
-    from restore.engine.runner import DEFAULT_MAX_PIXELS
-    from restore.jobs import UpscaleOptions
-    from restore.registry import default_model
+    from restore.options import from_arguments
 
-    opts = UpscaleOptions(
-        scale=args.scale,
-        model=args.model or default_model("video-sr", args.scale),
-        weights=args.weights,
-        device=args.device,
-        precision=args.precision,
-        chunk=args.chunk,
-        overlap=args.overlap,
-        tile=args.tile,
-        tile_overlap=args.tile_overlap,
-        max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
-        codec=args.codec,
-        crf=args.crf,
-        preset=args.preset,
-        pix_fmt=args.pix_fmt,
-        keep_audio=not args.no_audio,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        segment_frames=args.segment_frames,
-    )
-    return run_batch(args.inputs, args.output, opts, report_path=args.report, quiet=args.quiet).exit_code()
+    opts = from_arguments(UpscaleOptions, args)
+    with _sigterm_as_interrupt():
+        report = run_batch(args.inputs, args.output, opts, report_path=args.report, quiet=args.quiet)
+    # a file that met a bug in restore makes the run one, once the other files are done
+    return EXIT_BUG if report.bugs and not report.interrupted else report.exit_code()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block ``SIGTERM`` (``kill``, a scheduler, ``docker stop``) raises
+    :class:`restore.errors.Interrupted`, so that the batch stops as it does on Ctrl-C: report
+    written, partial work kept, resume hint, exit code 143. Python's default would end the process
+    on the spot, without any of them."""
+    from restore.errors import Interrupted
+
+    def stop(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _add_models_command(sub: argparse._SubParsersAction) -> None:
@@ -130,6 +134,9 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 
 def _add_dicom_command(sub: argparse._SubParsersAction) -> None:
+    from restore.dicom.plan import DicomJobConfig
+    from restore.options import add_arguments
+
     p = sub.add_parser(
         "dicom",
         help="restore DICOM folders into derived series",
@@ -137,41 +144,19 @@ def _add_dicom_command(sub: argparse._SubParsersAction) -> None:
         "series per input series under OUTDIR/<series-id>/, with a report of every input file. Exit code 0: all "
         "image series processed; 2: some image data skipped; 1: fatal error.",
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="folders (recursive), DICOM files or .zip archives")
-    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the derived series")
-    p.add_argument("--task", required=True, choices=("ct-denoise", "mr-denoise", "sr-x2"))
-    p.add_argument("--model", help="model from `restore models` (default: the task's default, `restore models`)")
-    p.add_argument("--weights", help="weights for --model (.safetensors or a torch checkpoint)")
-    p.add_argument("--regions", default="auto", choices=("auto", "sam", "slic", "hu"),
-                   help="region partition per slice, for region-attention (RAT) models only")
-    p.add_argument("--sam-checkpoint", help="segment-anything checkpoint for --regions sam/auto")
-    p.add_argument("--resume", action="store_true", help="keep series whose output is complete and verified")
-    p.add_argument("--report", metavar="PATH", help="write the JSON report of every input file here")
-    p.add_argument("--dry-run", action="store_true", help="discover and report only; load no model, write nothing")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--modalities", default="task", help="series to process: task (CT for ct-denoise, MR for "
-                   "mr-denoise, any for sr-x2), any, or a list such as CT,MR; others are reported as skipped")
-    p.add_argument("--tile", type=int, default=512, help="sliding-window size in pixels")
-    p.add_argument("--batch-size", type=int, default=4, help="slices (and windows) per model call")
-    p.add_argument("--devices", type=int, default=1, help="processes per node; >1 runs Lightning DDP, series per rank")
-    p.add_argument("--num-nodes", type=int, default=1, help="nodes for DDP")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    # each argument is stored under the name of its DicomJobConfig field (`-o` under `outdir`)
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="folders (recursive), DICOM files or .zip archives")
+    p.add_argument("-o", "--output", required=True, dest="outdir", type=Path, metavar="OUTDIR",
+                   help="folder for the derived series")
+    add_arguments(p, DicomJobConfig)
     p.set_defaults(func=_run_dicom)
 
 
 def _run_dicom(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from restore.dicom.job import DicomJobConfig, run_dicom_job
+    from restore.options import from_arguments
 
-    from restore.dicom_job import DicomJobConfig, run_dicom_job
-
-    config = DicomJobConfig(
-        inputs=[Path(p) for p in args.inputs], outdir=Path(args.output), task=args.task, model=args.model,
-        weights=args.weights, regions=args.regions, sam_checkpoint=args.sam_checkpoint, resume=args.resume,
-        report=Path(args.report) if args.report else None, dry_run=args.dry_run, device=args.device,
-        tile=args.tile, batch_size=args.batch_size, quiet=args.quiet, devices=args.devices, num_nodes=args.num_nodes,
-        modalities=args.modalities,
-    )
-    return run_dicom_job(config).exit_code
+    return run_dicom_job(from_arguments(DicomJobConfig, args)).exit_code
 
 
 def _add_calibrate_heads_command(sub: argparse._SubParsersAction) -> None:
@@ -193,7 +178,7 @@ def _add_calibrate_heads_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kl-intra", type=float, default=0.2, help="max KL (nats) for an intra-frame head (default: %(default)s)")
     p.add_argument("--num-clips", type=int, default=4, help="clips to use (default: %(default)s)")
     p.add_argument("--frames", type=int, default=9, help="frames per clip (default: %(default)s)")
-    p.add_argument("--size", default="64x64",
+    p.add_argument("--size", type=_size, default="64x64",
                    help="LR crop WxH of each clip; smaller video frames are cropped to what fits (default: %(default)s)")
     p.add_argument("--queries", type=int, default=256, help="query tokens sampled per layer and clip (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
@@ -202,11 +187,20 @@ def _add_calibrate_heads_command(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_calibrate_heads)
 
 
+def _size(text: str) -> tuple[int, int]:
+    """``WxH`` -> ``(width, height)``; anything else is a usage error, reported by argparse."""
+    try:
+        width, height = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxH in pixels, e.g. 64x64, got {text!r}") from None
+    return width, height
+
+
 def _run_calibrate_heads(args: argparse.Namespace) -> int:
     from restore.calibrate import ClipOptions, calibrate_heads, load_clips, load_network
     from restore.devices import resolve_device, resolve_precision
 
-    width, height = (int(x) for x in args.size.lower().split("x"))
+    width, height = args.size
     device = resolve_device(args.device)
     model = load_network(args.config, args.weights).to(device=device, dtype=resolve_precision(args.precision, device))
     clips = load_clips(args.clips, ClipOptions(args.frames, height, width, args.num_clips, args.seed,
@@ -279,15 +273,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``restore ARGV`` and return its exit code (see the module docstring).
+
+    A ``RestoreError`` (a bad file, model or setting) is printed as one line; argparse reports
+    usage errors itself. Any other exception is a bug, however much it looks like bad input (a
+    stray ``ValueError`` included): its traceback is printed with a request to report it.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     from restore.errors import RestoreError
 
     try:
         return int(args.func(args) or 0)
-    except (RestoreError, ValueError) as exc:  # bad input or settings: one line, no traceback
+    except RestoreError as exc:  # the user can fix it: one line, no traceback
         print(f"restore: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as exc:  # before a command could stop cleanly (e.g. while a model loads)
+        print("restore: interrupted", file=sys.stderr)
+        return 128 + getattr(exc, "signum", signal.SIGINT)
+    except Exception:  # noqa: BLE001 - a bug: shown in full, never passed off as the user's mistake
+        traceback.print_exc()
+        print("restore: internal error: this is a bug in restore, not in your input or settings; please report "
+              "it with the command you ran and the traceback above", file=sys.stderr)
+        return EXIT_BUG
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ import torch
 from torch.utils.data import Dataset
 
 from restore.errors import InputError
+from restore.io.formats import IMAGE_EXTENSIONS
 
-from .video import IMAGE_SUFFIXES, ClipDataModule, augment, crop_box, list_files, read_image, split_sources
+from .video import ClipDataModule, augment, crop_box, list_files, read_image, split_sources
 
 
 @dataclass
@@ -165,7 +166,7 @@ class ImageToVideoDataModule(ClipDataModule):
 
 
 def _images(root: Path) -> list[Path]:
-    images = list_files(root, IMAGE_SUFFIXES)
+    images = list_files(root, IMAGE_EXTENSIONS)
     if not images:
         raise InputError(root, "no images found")
     return images

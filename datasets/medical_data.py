@@ -31,13 +31,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from models.rat.partitions import PartitionCache, PartitionConfig
 from restore.errors import InputError
+from restore.io.formats import IMAGE_EXTENSIONS, is_image
 
 from .medical import (
     add_rician_noise, bicubic_downsample, image_as_slice, kspace_downsample, random_phantom, simulate_low_dose_ct,
 )
 
 DEGRADATIONS = ("low_dose_ct", "rician", "kspace", "bicubic")
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
 
 @dataclass
@@ -347,9 +347,9 @@ class DicomDataModule(MedicalDataModule):
         if cfg.image_dir:
             import cv2
 
-            files = sorted(p for p in Path(cfg.image_dir).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(p for p in Path(cfg.image_dir).rglob("*") if is_image(p))
             if not files:
-                raise InputError(cfg.image_dir, f"no images ({', '.join(IMAGE_SUFFIXES)})")
+                raise InputError(cfg.image_dir, f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
 
             def read(path: Path) -> np.ndarray:
                 raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -371,9 +371,9 @@ class ImageFolderDataModule(MedicalDataModule):
         self.image_dir = image_dir
 
     def sources(self) -> list[SliceSource]:
-        files = sorted(p for p in Path(self.image_dir).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in Path(self.image_dir).rglob("*") if is_image(p))
         if not files:
-            raise InputError(self.image_dir, f"no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise InputError(self.image_dir, f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
         s = self.degradation.scale
 
         def load(path: Path):

@@ -30,11 +30,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from restore.errors import InputError
+from restore.io.formats import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
 from .degradations import Degradation, DegradationConfig
-
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -55,7 +53,7 @@ def read_image(path: Path) -> np.ndarray:
     return image
 
 
-def list_files(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
+def list_files(root: Path, suffixes: frozenset[str]) -> list[Path]:
     """Files under ``root`` (recursive) with one of ``suffixes``, sorted; ``InputError`` if ``root`` is no folder."""
     root = Path(root)
     if not root.is_dir():
@@ -119,9 +117,9 @@ def find_clip_sources(root: Path) -> list[ClipSource]:
     Vimeo-90K (``sequences/00001/0001/im1.png``): a folder holding image files is one clip, its
     frames in name order.
     """
-    sources = [ClipSource(p) for p in list_files(root, VIDEO_SUFFIXES)]
+    sources = [ClipSource(p) for p in list_files(root, VIDEO_EXTENSIONS)]
     folders: dict[Path, list[Path]] = {}
-    for image in list_files(root, IMAGE_SUFFIXES):
+    for image in list_files(root, IMAGE_EXTENSIONS):
         folders.setdefault(image.parent, []).append(image)
     sources += [ClipSource(folder, tuple(frames)) for folder, frames in sorted(folders.items())]
     if not sources:

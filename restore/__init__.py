@@ -13,7 +13,7 @@ from ._layout import check_sibling_packages
 check_sibling_packages()
 
 from .api import UpscaleOptions, prepare_model, upscale, upscale_image, upscale_video  # noqa: E402
-from .errors import InputError, ModelError, OutputError, RestoreError  # noqa: E402
+from .errors import InputError, ModelError, OptionError, OutputError, RestoreError  # noqa: E402
 from .registry import list_models, load_model  # noqa: E402
 
 __version__ = "0.1.0"
@@ -22,6 +22,7 @@ __restore_package__ = True
 __all__ = [
     "InputError",
     "ModelError",
+    "OptionError",
     "OutputError",
     "RestoreError",
     "UpscaleOptions",

@@ -26,13 +26,16 @@ def remove(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, tmp: Path | None = None) -> Iterator[Path]:
     """Yield a temporary path to write; on success rename it to ``path``, on failure remove it.
 
     Works for files and for folders (a PNG frame folder). ``path`` must not exist yet, unless it
-    is a file (then it is replaced; callers check ``--overwrite`` before).
+    is a file (then it is replaced; callers check ``--overwrite`` before). ``tmp`` is the
+    temporary path (on the file system of ``path``), by default a hidden sibling of ``path``; a
+    caller with a folder of its own that a later run cleans up puts it there, so that not even a
+    kill (which no ``except`` sees) leaves it behind.
     """
-    tmp = temporary_sibling(path)
+    tmp = tmp or temporary_sibling(path)
     try:
         yield tmp
         if path.is_dir():

@@ -19,8 +19,8 @@ from torch import nn
 
 from .atomic import atomic_path
 from .errors import InputError, ModelError
+from .io.formats import VIDEO_EXTENSIONS, is_video
 
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".y4m")
 GROUP_COLOURS = {"global": "#d62728", "intra": "#ff7f0e", "window": "#2ca02c"}
 
 
@@ -75,9 +75,9 @@ def folder_clips(folder: Path, opts: ClipOptions) -> Iterator[torch.Tensor]:
     """The first ``frames`` frames of up to ``count`` videos in ``folder`` (sorted by name)."""
     from .io.video import VideoReader
 
-    videos = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+    videos = sorted(p for p in Path(folder).iterdir() if is_video(p))
     if not videos:
-        raise InputError(folder, f"no video files ({', '.join(VIDEO_SUFFIXES)}) to calibrate on")
+        raise InputError(folder, f"no video files ({', '.join(sorted(VIDEO_EXTENSIONS))}) to calibrate on")
     for path in videos[: opts.count]:
         frames = []
         with VideoReader(path, expect_frames=False) as reader:

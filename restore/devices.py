@@ -1,8 +1,11 @@
-"""Resolve ``--device`` and ``--precision`` strings into torch objects."""
+"""Resolve ``--device`` and ``--precision`` strings into torch objects; a string that cannot work
+raises :class:`~restore.errors.OptionError` naming the option."""
 
 from __future__ import annotations
 
 import torch
+
+from .errors import OptionError
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -12,14 +15,18 @@ def resolve_device(spec: str = "auto") -> torch.device:
     """``auto`` -> first CUDA device if available else CPU; ``cpu``, ``cuda`` or ``cuda:N`` as given."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
+    expected = f"--device {spec}: expected auto, cpu, cuda or cuda:N"
+    try:
+        device = torch.device(spec)
+    except RuntimeError:  # torch's message lists every backend it knows, not the ones we run on
+        raise OptionError(None, expected) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {spec}: CUDA is not available on this machine")
+            raise OptionError(None, f"--device {spec}: CUDA is not available on this machine")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present")
+            raise OptionError(None, f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present")
     elif device.type != "cpu":
-        raise ValueError(f"--device {spec}: expected auto, cpu, cuda or cuda:N")
+        raise OptionError(None, expected)
     return device
 
 
@@ -35,4 +42,4 @@ def resolve_precision(spec: str, device: torch.device) -> torch.dtype:
     try:
         return _DTYPES[spec]
     except KeyError:
-        raise ValueError(f"--precision {spec}: expected one of {', '.join(PRECISIONS)}") from None
+        raise OptionError(None, f"--precision {spec}: expected one of {', '.join(PRECISIONS)}") from None

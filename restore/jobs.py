@@ -2,55 +2,102 @@
 
 from __future__ import annotations
 
-import math
+import logging
 import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from .devices import PRECISIONS, resolve_device, resolve_precision
+from .engine import ChunkPlan, FrameRunner, TilePlan
+from .engine.runner import DEFAULT_MAX_PIXELS
+from .errors import ModelError, OptionError, OutputError
+from .io.formats import DECODE_ERROR_POLICIES, VIDEO_CODECS, muxer_for
+from .options import option, settings_check
+from .registry import default_model, load_model
+from .segments import MATCHES_ANY, SegmentSink
 
-from .atomic import atomic_path
-from .devices import resolve_device, resolve_precision
-from .engine import ChunkPlan, FrameRunner, TilePlan, stream_chunks
-from .engine.runner import DEFAULT_MAX_PIXELS, to_float, to_integer
-from .errors import InputError, OutputError
-from .registry import load_model
+if TYPE_CHECKING:  # PyAV is imported with the first video, not with `import restore`
+    from .io.video import VideoInfo
 
-CODEC_SUFFIX = {"libx264": ".mp4", "libx265": ".mp4", "ffv1": ".mkv", "png": ""}
-# Output containers by suffix -> FFmpeg muxer. x264/x265 outputs keep their input's container
-# when it is one of these; anything else becomes .mp4.
-CONTAINER_MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+logger = logging.getLogger("restore")
 
 
 @dataclass
 class UpscaleOptions:
-    """Settings of ``restore upscale`` (see ``restore upscale --help`` for each)."""
+    """Settings of ``restore upscale`` and of ``restore.upscale()``: each field is the flag of the
+    same name (``tile_overlap`` is ``--tile-overlap``, ``keep_audio`` is ``--no-audio``), with its
+    help text in the field's metadata, so the command and the library share these defaults.
 
-    scale: int = 4
-    model: str = "bicubic"
-    weights: str | None = None
-    device: str = "auto"
-    precision: str = "auto"
-    chunk: int | None = None  # None: the model's temporal window (8 frames for per-frame models)
-    overlap: int | None = None  # None: a quarter of the chunk for temporal models, 0 otherwise
-    tile: int | None = None  # None: automatic from max_pixels; 0: never tile
-    tile_overlap: int = 16
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    codec: str = "libx264"
-    crf: int | None = None
-    preset: str | None = None
-    pix_fmt: str | None = None
-    keep_audio: bool = True
-    resume: bool = False
-    overwrite: bool = False
-    segment_frames: int = 240  # frames per resumable segment: the most work a crash can lose
+    ``model=None`` resolves to the registry's default model for video SR at ``scale``
+    (:func:`restore.registry.default_model`: a shipped model marked default, else ``bicubic``).
+    Encoder settings that cannot work, and an unknown ``on_decode_error``, raise
+    :class:`~restore.errors.OptionError` here, before any work starts; chunk and tile settings do
+    when the model's plans are made (:meth:`chunk_plan`, :meth:`tile_plan`).
+    """
+
+    scale: int = option(4, "upscaling factor (default: %(default)s)", choices=(2, 4))
+    model: str | None = option(None, "model name from `restore models` (default: the best shipped model)")
+    weights: str | None = option(None, "weights for the model: .safetensors, or a torch checkpoint (loaded weights-only)")
+    device: str = option("auto", "auto | cpu | cuda | cuda:N")
+    precision: str = option("auto", "auto: bf16 on CUDA (fp16 where bf16 is unsupported), fp32 on CPU", choices=PRECISIONS)
+    chunk: int | None = option(None, "frames per model call (default: the model's temporal window)")
+    overlap: int | None = option(None, "frames shared by consecutive chunks, cross-faded")
+    tile: int | None = option(None, "LR tile side in pixels (default: automatic from --max-pixels; 0: never tile)")
+    tile_overlap: int = option(16, "LR pixels shared by neighbouring tiles")
+    max_pixels: int = option(DEFAULT_MAX_PIXELS, "LR pixels per model call before tiling (frames x H x W)")
+    codec: str = option("libx264", "png: a folder of frames", choices=VIDEO_CODECS)
+    crf: int | None = option(None, "constant rate factor (libx264/libx265; lower is better quality)")
+    preset: str | None = option(None, "encoder preset, e.g. veryfast, medium, slow")
+    pix_fmt: str | None = option(None, "output pixel format, e.g. yuv420p, yuv444p, yuv420p10le")
+    keep_audio: bool = option(True, "drop audio and subtitle streams", flag="--no-audio")
+    keep_start_time: bool = option(False, "keep the input's start time (e.g. 3601 s in a broadcast .ts); default: start at 0")
+    on_decode_error: str = option(
+        "fail",
+        "video data that cannot be decoded: fail (finished segments are kept for --resume), skip its frames, "
+        "or repeat the previous frame in their place",
+        choices=DECODE_ERROR_POLICIES,
+    )
+    resume: bool = option(False, "continue an interrupted run; skip finished outputs")
+    segment_frames: int = option(240, "frames per resumable segment (the most a crash can lose)")
+    overwrite: bool = option(False, "replace existing outputs and partial results")
+
+    def __post_init__(self) -> None:
+        if self.model is None:
+            self.model = default_model("video-sr", self.scale)
+        from .io.video import check_encoder_options  # PyAV loads with the first video job, not with `import restore`
+
+        with settings_check():
+            check_encoder_options(self.codec, self.crf, self.preset, self.pix_fmt)
+        if self.on_decode_error not in DECODE_ERROR_POLICIES:  # the command line has `choices`; the API has not
+            raise OptionError(None, f"--on-decode-error must be one of {', '.join(DECODE_ERROR_POLICIES)}, got {self.on_decode_error!r}")
+
+    def chunk_plan(self, window: int) -> ChunkPlan:
+        """Chunking for a model with a ``window``-frame temporal window (1: a per-frame model).
+
+        ``chunk`` defaults to the window (8 frames for per-frame models), ``overlap`` to a quarter
+        of the chunk for temporal models and to 0 for per-frame ones, which need no cross-fade.
+        """
+        chunk = self.chunk or (window if window > 1 else 8)
+        overlap = self.overlap if self.overlap is not None else (chunk // 4 if window > 1 else 0)
+        with settings_check():
+            return ChunkPlan(chunk, overlap)
+
+    def tile_plan(self) -> TilePlan | None:
+        """Fixed tiles from ``tile`` and ``tile_overlap``; None: chosen per chunk from ``max_pixels``."""
+        if self.tile is None:
+            return None
+        with settings_check():
+            return TilePlan(self.tile, self.tile_overlap)
 
 
 @dataclass
 class JobResult:
-    """One row of the report. ``status``: ok | failed | skipped | interrupted."""
+    """One row of the report. ``status``: ok | failed | skipped | interrupted. ``concealed``: frames
+    of the input that could not be decoded, skipped or repeated as ``--on-decode-error`` says."""
 
     input: str
     status: str
@@ -58,6 +105,7 @@ class JobResult:
     frames: int = 0
     seconds: float = 0.0
     error: str | None = None
+    concealed: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -84,25 +132,15 @@ def prepare_model(opts: UpscaleOptions) -> LoadedModel:
     dtype = resolve_precision(opts.precision, device)
     model = load_model(opts.model, opts.weights, scale=opts.scale, device=device, dtype=dtype)
     if int(model.scale) != opts.scale:
-        raise ValueError(f"model {opts.model!r} upscales x{model.scale}, but --scale {opts.scale} was asked for")
-    window = int(getattr(model, "temporal_window", 1))
-    chunk = opts.chunk or (window if window > 1 else 8)
-    overlap = opts.overlap if opts.overlap is not None else (chunk // 4 if window > 1 else 0)
-    plan = ChunkPlan(chunk, overlap)
-    tiles = None if opts.tile is None else TilePlan(opts.tile, opts.tile_overlap)
+        raise ModelError(opts.weights, f"model {opts.model!r} upscales x{model.scale}, but --scale {opts.scale} was asked for")
+    plan = opts.chunk_plan(int(getattr(model, "temporal_window", 1)))
+    tiles = opts.tile_plan()
     weights_id = None
     if opts.weights:
         st = os.stat(opts.weights)
         weights_id = f"{Path(opts.weights).resolve()}:{st.st_size}:{st.st_mtime_ns}"
     runner = FrameRunner(model, device, dtype, tiles, opts.max_pixels)
     return LoadedModel(opts.model, runner, plan, weights_id)
-
-
-def output_suffix(src: Path, codec: str) -> str:
-    """Output suffix for a video: the input's container when it can hold ``codec``, else the codec's."""
-    if codec in ("libx264", "libx265") and src.suffix.lower() in CONTAINER_MUXERS:
-        return src.suffix.lower()
-    return CODEC_SUFFIX[codec]
 
 
 def _check_output(dst: Path, opts: UpscaleOptions) -> bool:
@@ -141,6 +179,8 @@ def _fingerprint(src: Path, model: LoadedModel, opts: UpscaleOptions) -> dict:
         "preset": opts.preset,
         "pix_fmt": opts.pix_fmt,
         "segment_frames": opts.segment_frames,
+        # "fail" conceals no frame, so its segments are those of every policy: --resume may change it
+        "on_decode_error": MATCHES_ANY if opts.on_decode_error == "fail" else opts.on_decode_error,
     }
 
 
@@ -150,124 +190,78 @@ def upscale_video_file(
     model: LoadedModel,
     opts: UpscaleOptions,
     on_frames: Callable[[int], None] = lambda n: None,
+    info: VideoInfo | None = None,
 ) -> JobResult:
     """Upscale one video ``src`` into ``dst`` (a file, or a folder for ``--codec png``).
 
-    Frames stream through the model in overlapping chunks and are encoded into resumable segments,
-    which are then stream-copied into ``dst`` with the input's audio and subtitles. ``dst``
-    appears only when complete. ``on_frames(n)`` is called as frames are finished (progress).
+    Frames stream through the model in overlapping chunks and are encoded into resumable segments
+    (:class:`~restore.segments.SegmentSink`), which are then stream-copied into ``dst`` with the
+    input's audio and subtitles. ``dst`` appears only when complete. ``on_frames(n)`` is called as
+    frames are finished (progress). ``info`` is ``src``'s :func:`~restore.io.video.probe_video`
+    when the caller has made it (the batch has, for its progress bars), so that the file is
+    probed once.
     """
-    from .io.video import VideoReader, VideoWriter, concat_segments, probe_video
-    from .resume import PartialState
+    from .io.video import VideoReader, VideoWriter, display_losses, probe_video
 
     start = time.perf_counter()
-    muxer = _muxer_for(dst, opts.codec)
-    info = probe_video(src)
+    # 1. Refuse an output name we write no container for, before any work; probe the input
+    muxer = muxer_for(dst, opts.codec)
+    info = info or probe_video(src)
     if not _check_output(dst, opts):
         return JobResult(str(src), "skipped", str(dst), error="output exists (done in an earlier run)")
-    # Segments use the output's own container, so its time base (and so every timestamp) is kept.
-    suffix = "" if opts.codec == "png" else dst.suffix
-    state = PartialState.open(
-        dst, _fingerprint(src, model, opts), segment_suffix=suffix, resume=opts.resume, overwrite=opts.overwrite
+    for lost in display_losses(opts.codec, info.display):
+        logger.warning("%s: %s output cannot hold the input's %s; it is dropped", src, opts.codec, lost)
+    # 2. Open the segments: a fresh partial folder, or the finished segments of an interrupted run
+    encoder = partial(
+        VideoWriter,
+        width=info.width * model.scale,
+        height=info.height * model.scale,
+        fps=info.fps,
+        time_base=info.time_base,
+        codec=opts.codec,
+        crf=opts.crf,
+        preset=opts.preset,
+        pix_fmt=opts.pix_fmt,
+        bit_depth=info.bit_depth,
+        display=info.display,
     )
-    per_segment = max(1, math.ceil(opts.segment_frames / model.plan.stride))
-    done = state.completed()
-    out_dtype = torch.uint16 if info.bit_depth > 8 else torch.uint8
-    writer = None
+    sink = SegmentSink.open(
+        dst,
+        _fingerprint(src, model, opts),
+        muxer=muxer,
+        plan=model.plan,
+        segment_frames=opts.segment_frames,
+        open_writer=encoder,
+        resume=opts.resume,
+        overwrite=opts.overwrite,
+    )
+    # 3. Upscale the chunks of the missing segments; the sink commits each segment when complete
     frames = 0
-    segments = 0
-    try:
-        with VideoReader(src) as reader:
-            chunks = stream_chunks(reader, model.plan, model.runner, needs=lambda c: c // per_segment not in done)
-            for chunk in chunks:
-                segment = chunk.index // per_segment
-                if chunk.frames is not None:
-                    if writer is None:
-                        writer = VideoWriter(
-                            state.temporary_segment_path(segment),
-                            width=info.width * model.scale,
-                            height=info.height * model.scale,
-                            fps=info.fps,
-                            time_base=info.time_base,
-                            codec=opts.codec,
-                            crf=opts.crf,
-                            preset=opts.preset,
-                            pix_fmt=opts.pix_fmt,
-                            bit_depth=info.bit_depth,
-                        )
-                    for frame, pts in zip(to_integer(chunk.frames, out_dtype), chunk.pts):
-                        writer.write(frame, pts)
-                frames += len(chunk.pts)
-                on_frames(len(chunk.pts))
-                if writer is not None and (chunk.is_last or (chunk.index + 1) % per_segment == 0):
-                    writer.close()
-                    writer = None
-                    state.commit(segment)
-                segments = segment + 1
-    except InputError:
-        _close_quietly(writer)
-        state.cleanup()  # a corrupt input cannot be resumed
-        raise
-    except OSError as exc:  # disk full, quota, I/O error: finished segments stay for --resume
-        _close_quietly(writer)
-        state.discard_temporary()
-        raise OutputError(dst, f"writing failed ({exc.strerror or exc}); finished segments kept for --resume") from None
-    except BaseException:
-        _close_quietly(writer)
-        state.discard_temporary()
-        raise
-    try:
-        with atomic_path(dst) as tmp:
-            concat_segments(
-                [state.segment_path(i) for i in range(segments)],
-                tmp,
-                audio_from=src if opts.keep_audio else None,
-                format=muxer,
-            )
-    except OSError as exc:
-        raise OutputError(dst, f"writing failed ({exc.strerror or exc}); finished segments kept for --resume") from None
-    state.cleanup()
-    return JobResult(str(src), "ok", str(dst), frames, time.perf_counter() - start)
-
-
-def _muxer_for(dst: Path, codec: str) -> str | None:
-    """The muxer for ``dst``; OutputError, before any work, for a suffix we write no container for
-    (a .avi or .webm name would otherwise get MP4 content or fail at the first segment)."""
-    if codec == "png":
-        return None
-    muxer = CONTAINER_MUXERS.get(dst.suffix.lower())
-    if muxer is None:
-        what = f"a {dst.suffix} file" if dst.suffix else "a file without extension"
-        raise OutputError(dst, f"cannot write {codec} video as {what}; name it .mp4, .mkv, .mov or .m4v")
-    return muxer
-
-
-def _close_quietly(writer) -> None:
-    if writer is not None:
-        try:
-            writer.close()
-        except Exception:  # noqa: BLE001 - already failing; the original error is what matters
-            pass
+    with sink, VideoReader(src, info=info, on_error=opts.on_decode_error) as reader:
+        for chunk in model.runner.stream(reader, model.plan, needs=sink.needs):
+            sink.write(chunk)
+            frames += len(chunk.pts)
+            on_frames(len(chunk.pts))
+    if reader.concealed:
+        done = "left out" if opts.on_decode_error == "skip" else "replaced by the previous frame"
+        logger.warning("%s: %d frame(s) could not be decoded and were %s", src, reader.concealed, done)
+    # 4. Join the segments, with the input's audio, subtitles, chapters and tags, into dst
+    sink.finish(src, copy_streams=opts.keep_audio, keep_start_time=opts.keep_start_time)
+    return JobResult(str(src), "ok", str(dst), frames, time.perf_counter() - start, concealed=reader.concealed)
 
 
 def upscale_image_file(src: Path, dst: Path, model: LoadedModel, opts: UpscaleOptions) -> JobResult:
     """Upscale one image; 16-bit inputs give 16-bit outputs. ``dst`` is written atomically.
 
-    An alpha channel is kept: the colours go through the model, the alpha through bicubic
-    interpolation (a restoration model is trained on pictures, not on masks).
+    An alpha channel is kept (the runner takes it through bicubic interpolation, not the model).
+    The output is upright (the EXIF orientation is applied) and keeps the input's ICC profile, DPI
+    and EXIF where its format holds them (:func:`~restore.io.image.write_image`).
     """
-    from .io.image import read_image, write_image
+    from .io.image import read_image, read_image_metadata, write_image
 
     start = time.perf_counter()
     image = read_image(src, keep_alpha=True)
     if not _check_output(dst, opts):
         return JobResult(str(src), "skipped", str(dst), error="output exists (done in an earlier run)")
-    has_alpha = image.shape[2] in (2, 4)
-    colour = image[:, :, :-1] if has_alpha else image
-    out = to_integer(model.runner([colour]), image.dtype)[0]
-    if has_alpha:
-        alpha = to_float([image[:, :, -1:]])
-        alpha = torch.nn.functional.interpolate(alpha, scale_factor=model.scale, mode="bicubic").clamp_(0, 1)
-        out = torch.cat([out, to_integer(alpha, image.dtype)[0]], dim=2)
-    write_image(dst, out)
+    write_image(dst, model.runner([image])[0], read_image_metadata(src))
     return JobResult(str(src), "ok", str(dst), 1, time.perf_counter() - start)

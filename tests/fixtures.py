@@ -12,6 +12,7 @@ from typing import NamedTuple
 import av
 import numpy as np
 from av.subtitles.subtitle import SubtitleSet
+from av.video.reformatter import ColorPrimaries, ColorTrc, Colorspace
 
 # a minimal ASS header: FFmpeg's text-subtitle encoders need one to open
 ASS_HEADER = (
@@ -26,6 +27,12 @@ SUBTITLE_CUES = (b"first cue", b"second cue")
 AUDIO_RATE = 48000
 # frame-duration multipliers cycled through for variable-frame-rate clips
 VFR_PATTERN = (1, 3, 2, 1, 4)
+# an HDR10 grade: BT.2020 primaries and matrix, PQ transfer, a 1000 cd/m2 mastering display
+HDR10_TAGS = {"color_primaries": ColorPrimaries.BT2020, "color_trc": ColorTrc.SMPTE2084, "colorspace": Colorspace.BT2020}
+MASTER_DISPLAY = "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1)"  # x265's syntax
+CONTENT_LIGHT = (1000, 400)  # MaxCLL, MaxFALL in cd/m2
+# an attachment as Matroska files carry the fonts of their ASS subtitles: (file name, MIME type, data)
+FONT = ("DejaVuSans.ttf", "application/x-truetype-font", b"\x00\x01\x00\x00 not really a font")
 
 
 class MadeVideo(NamedTuple):
@@ -59,9 +66,12 @@ def _add_audio(container: av.container.OutputContainer, codec: str = "aac") -> a
     return stream
 
 
-def _encode_audio(container: av.container.OutputContainer, stream: av.audio.stream.AudioStream, seconds: float) -> None:
-    total = int(seconds * AUDIO_RATE)
-    for start in range(0, total, 1024):
+def _encode_audio(
+    container: av.container.OutputContainer, stream: av.audio.stream.AudioStream, seconds: float, begin: float = 0.0
+) -> None:
+    """A tone from ``begin`` to ``seconds`` (both in seconds)."""
+    first, total = round(begin * AUDIO_RATE), int(seconds * AUDIO_RATE)
+    for start in range(first, total, 1024):
         n = min(1024, total - start)
         t = (start + np.arange(n)) / AUDIO_RATE
         samples = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 660 * t)]).astype(np.float32) * 0.3
@@ -112,15 +122,25 @@ def make_video(
     first_pts: int = 0,
     options: dict[str, str] | None = None,
     container_options: dict[str, str] | None = None,
+    audio_delay: float = 0.0,
+    codec_context: dict[str, object] | None = None,
+    tags: dict[str, str] | None = None,
+    chapters: list[tuple[float, float, str]] | None = None,
+    attachments: list[tuple[str, str, bytes]] | None = None,
 ) -> MadeVideo:
     """Encode a small test clip; the container follows the extension of ``path``.
 
     Frames start at ``first_pts`` (in ``time_base`` units; default 1/fps, or 1/1000 when ``vfr``)
     and are one frame interval apart, or :data:`VFR_PATTERN` intervals when ``vfr``.
     ``rotation`` is stored as a display matrix (counter-clockwise degrees, PyAV's convention).
-    Audio is stereo 48 kHz (``audio_codec``, AAC by default), subtitles two text cues (SubRip, or
-    mov_text in mp4/mov), both from time 0 to the end of the video. Pixels are made as RGB (uint16
-    when ``pix_fmt`` is deeper than 8 bits) and converted to ``pix_fmt`` by swscale.
+    Audio is stereo 48 kHz (``audio_codec``, AAC by default) from the first frame (``audio_delay``
+    seconds later) to the end of the video, subtitles two text cues (SubRip, or mov_text in
+    mp4/mov) from time 0 to the end. Pixels are made as RGB (uint16 when ``pix_fmt`` is deeper
+    than 8 bits) and converted to ``pix_fmt`` by swscale.
+
+    ``codec_context`` sets attributes of the video encoder (``color_trc``, ``sample_aspect_ratio``,
+    ...); ``tags`` are the container's metadata, ``chapters`` ``(start, end, title)`` in seconds,
+    ``attachments`` ``(file name, MIME type, data)`` (Matroska).
     """
     path = Path(path)
     fps = Fraction(fps)
@@ -137,6 +157,16 @@ def make_video(
         video.width, video.height, video.pix_fmt = width, height, pix_fmt
         video.time_base = time_base
         video.codec_context.time_base = time_base
+        for name, value in (codec_context or {}).items():
+            setattr(video.codec_context, name, value)
+        container.metadata.update(tags or {})
+        container.set_chapters([
+            {"id": i + 1, "start": round(a * 1000), "end": round(b * 1000), "time_base": Fraction(1, 1000),
+             "metadata": {"title": title}}
+            for i, (a, b, title) in enumerate(chapters or [])
+        ])
+        for name, mimetype, data in attachments or []:
+            container.add_attachment(name, mimetype, data)
         if rotation:
             video.set_display_rotation(rotation)
         sound = _add_audio(container, audio_codec) if audio else None
@@ -148,10 +178,28 @@ def make_video(
             container.mux(video.encode(frame))
         container.mux(video.encode(None))
         if sound is not None:
-            _encode_audio(container, sound, seconds)
+            _encode_audio(container, sound, seconds, float(first_pts * time_base) + audio_delay)
         if text is not None:
             _encode_subtitles(container, text, seconds)
     return MadeVideo(path, rgb, pts, time_base, fps)
+
+
+def make_hdr10_video(path: str | Path, **kwargs) -> MadeVideo:
+    """A 10-bit HEVC clip tagged HDR10, with mastering display and content light SEI, and
+    anamorphic pixels (SAR 4:3, as 1440x1080 shown at 16:9); needs libx265. ``kwargs`` go to
+    :func:`make_video`."""
+    params = f"log-level=error:master-display={MASTER_DISPLAY}:max-cll={CONTENT_LIGHT[0]},{CONTENT_LIGHT[1]}"
+    context = {**HDR10_TAGS, "sample_aspect_ratio": Fraction(4, 3)}
+    return make_video(
+        path, codec="libx265", pix_fmt="yuv420p10le", options={"x265-params": params}, codec_context=context, **kwargs
+    )
+
+
+def stream_starts(path: str | Path) -> dict[str, float]:
+    """Seconds at which the first video and the first audio stream of ``path`` start."""
+    with av.open(str(path)) as container:
+        streams = (container.streams.video[0], *container.streams.audio[:1])
+        return {s.type: float(s.start_time * s.time_base) for s in streams}
 
 
 def make_audio_only(path: str | Path, seconds: float = 0.5) -> Path:
@@ -174,3 +222,44 @@ def packet_bytes(path: str | Path, kind: str) -> list[tuple[int | None, bytes]]:
     with av.open(str(path)) as container:
         stream = getattr(container.streams, "subtitles" if kind == "subtitle" else kind)[0]
         return [(p.pts, bytes(p)) for p in container.demux(stream) if p.size]
+
+
+def corrupt_packet(path: str | Path, index: int, output: str | Path) -> Path:
+    """Copy ``path`` to ``output`` with the payload of video packet ``index`` scrambled (bit rot, a
+    bad sector): the container still reads, the decoder refuses that packet. For intra-only codecs
+    (MJPEG) it costs exactly that frame."""
+    with av.open(str(path)) as container:
+        packets = [(p.pos, p.size) for p in container.demux(video=0) if p.size]
+    pos, size = packets[index]
+    data = bytearray(Path(path).read_bytes())
+    for i in range(pos + size // 4, pos + size - 2):
+        data[i] = (data[i] * 7 + 13) & 0xFF
+    Path(output).write_bytes(bytes(data))
+    return Path(output)
+
+
+def unknown_codec(path: str | Path, output: str | Path) -> Path:
+    """Copy the FFV1 Matroska file ``path`` to ``output`` with a codec ID FFmpeg does not know."""
+    data = Path(path).read_bytes()
+    assert data.count(b"V_FFV1") == 1, "expects one FFV1 track in Matroska"
+    Path(output).write_bytes(data.replace(b"V_FFV1", b"V_QQQ1"))
+    return Path(output)
+
+
+PHOTO_DPI = (300, 150)
+PHOTO_MAKE = "Test Camera Co."
+
+
+def make_photo(path: str | Path, *, height: int = 12, width: int = 20, orientation: int = 6) -> tuple[np.ndarray, bytes]:
+    """An RGB image as a camera writes it, saved by Pillow in the format of ``path``: the pixels
+    stored sideways with EXIF ``orientation`` (6: turn 90 degrees clockwise to view), an ICC
+    profile, :data:`PHOTO_DPI` and the camera's make. Returns the stored ``(height, width, 3)``
+    pixels and the profile."""
+    from PIL import Image, ImageCms
+
+    stored = make_frames(1, height, width)[0]
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = orientation, PHOTO_MAKE
+    Image.fromarray(stored).save(path, icc_profile=profile, dpi=PHOTO_DPI, exif=exif)
+    return stored, profile

@@ -1,4 +1,4 @@
-"""Lightning module for RAT and whole-slice sliding-window inference.
+"""Lightning module for RAT; validation restores whole slices with ``models.tiling``.
 
 Batches are dicts: ``input`` ``(B, C, h, w)``, ``target`` ``(B, C, s*h, s*w)`` (both normalised
 as documented in ``models.rat.network``) and ``regions`` ``(B, h, w)`` int64 partitions of the
@@ -12,31 +12,11 @@ import torch
 
 from ..metrics import psnr, ssim
 from ..schedules import ContinuedCosine
+from ..tiling import sliding_window_restore
 from ..weights import read_state_dict
 from . import PRESETS
 from .losses import RATLossWeights, rat_loss
 from .network import RAT
-
-
-def sliding_window_restore(net: RAT, x: torch.Tensor, regions: torch.Tensor, window: int = 128,
-                           overlap: float = 0.25, batch_size: int = 4) -> torch.Tensor:
-    """Restore a whole slice in overlapping windows blended with Gaussian weights.
-
-    ``x``: ``(B, C, H, W)``; ``regions``: ``(B, H, W)`` -> ``(B, C, s*H, s*W)``. The partition
-    travels as an extra input channel, so every window sees the matching crop of it (labels are
-    exact in float32 below 2^24).
-    """
-    from monai.inferers import sliding_window_inference
-
-    channels = x.shape[1]
-
-    def predict(window_batch: torch.Tensor) -> torch.Tensor:
-        return net(window_batch[:, :channels], window_batch[:, channels].round().long())
-
-    stacked = torch.cat([x, regions[:, None].to(x.dtype)], dim=1)
-    roi = (min(window, x.shape[-2]), min(window, x.shape[-1]))
-    return sliding_window_inference(stacked, roi, batch_size, predict, overlap=overlap, mode="gaussian",
-                                    padding_mode="replicate")
 
 
 class RATModule(pl.LightningModule):
@@ -96,8 +76,8 @@ class RATModule(pl.LightningModule):
                       prog_bar=True, sync_dist=True, batch_size=out.shape[0])
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
-        return sliding_window_restore(self.net, batch["input"], batch["regions"], self.hparams.val_window,
-                                      self.hparams.val_overlap)
+        return sliding_window_restore(self.net, batch["input"], batch["regions"], window=self.hparams.val_window,
+                                      overlap=self.hparams.val_overlap)
 
     def configure_optimizers(self):
         optimizer = torch.optim.Adam(self.net.parameters(), lr=self.hparams.lr, betas=tuple(self.hparams.betas))

@@ -16,6 +16,7 @@ from functools import partial
 
 import torch
 
+from ..errors import OptionError
 from . import median_time
 
 PRESETS: dict[str, dict] = {
@@ -46,9 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _split(text: str, heads: int) -> list[str]:
-    counts = [int(x) for x in text.split("/")]
+    """``"4/4/4"`` -> the routing of ``heads`` heads: that many global, intra-frame and window heads."""
+    counts = [int(x) for x in text.split("/") if x.strip().isdigit()]
     if len(counts) != 3 or sum(counts) != heads:
-        raise ValueError(f"--splits {text}: need global/intra/window counts summing to {heads} heads")
+        raise OptionError(None, f"--splits {text}: need global/intra/window counts summing to {heads} heads")
     return ["global"] * counts[0] + ["intra"] * counts[1] + ["window"] * counts[2]
 
 

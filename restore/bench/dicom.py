@@ -50,7 +50,7 @@ def write_phantom_series(folder: Path, slices: int, size: int, seed: int = 0) ->
 
 
 def run(args: argparse.Namespace) -> dict:
-    from restore.dicom_job import DicomJobConfig, run_dicom_job
+    from restore.dicom.job import DicomJobConfig, run_dicom_job
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

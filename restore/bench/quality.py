@@ -164,10 +164,11 @@ def _image_suite(args, name: str, scale: int, weights: dict[str, str]) -> dict:
 
     from restore.errors import InputError
     from restore.evaluation import ImresizeBicubic, evaluate_image
-    from restore.io.image import IMAGE_EXTENSIONS, read_image
+    from restore.io.formats import is_image
+    from restore.io.image import read_image
 
     folder = Path(args.data_root) / {"set5": "Set5", "set14": "Set14"}[name]
-    paths = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS) if folder.is_dir() else []
+    paths = sorted(p for p in folder.glob("*") if is_image(p)) if folder.is_dir() else []
     if not paths:
         raise InputError(folder, "no benchmark images (pass --data-root, the folder holding Set5/ and Set14/)")
     images = []
@@ -198,7 +199,7 @@ def _read_clips(args) -> dict:
 
     from restore.errors import InputError
     from restore.evaluation import quantize, synthetic_clip
-    from restore.io.image import is_video
+    from restore.io.formats import is_video
     from restore.io.video import VideoReader
 
     if not args.clips:

@@ -1,3 +1,4 @@
-"""DICOM restoration: per-slice model processing, derived-series writing,
-the per-file report and the distributed (Lightning) driver. ``restore.dicom_job`` runs the batch;
-``restore.io.dicom`` reads the inputs."""
+"""DICOM restoration, the whole ``restore dicom`` job: ``job`` (the driver and report), ``plan``
+(options, series jobs), ``runner`` (one series: process, write, verify), ``distributed`` (the
+runner on Lightning DDP ranks), ``processing`` (models on slices), ``writer`` (derived files),
+``report``. ``restore.io.dicom`` reads the inputs."""

@@ -2,8 +2,8 @@
 
 The job stays model-agnostic: a model is any callable ``(B, C, h, w) -> (B, C, s*h, s*w)`` in its
 normalised units. :class:`SliceProcessor` converts slices from physical units to those units and
-back, tiles each slice with MONAI's ``sliding_window_inference`` (Gaussian blending), and, for
-region-attention models (RAT), computes a partition per slice and passes it as ``regions``.
+back, tiles each slice with ``models.tiling.sliding_window_restore`` (MONAI, Gaussian blending),
+and, for region-attention models (RAT), computes a partition per slice and passes it as ``regions``.
 
 Normalisation (``x = (v - lo) / (hi - lo)``), unless the model card has a ``"normalization"``
 entry ``{"lo": ..., "hi": ...}`` in the slice's units:
@@ -11,14 +11,22 @@ entry ``{"lo": ..., "hi": ...}`` in the slice's units:
 * CT (HU): fixed window ``[-1024, 3071]`` HU (air to dense bone, the 12-bit CT range; the
   window the RAT CT models are trained in, ``models.rat.network.CT_HU_RANGE``), clipped for
   trained networks (``clip_hu``; not for the classical baselines, whose noise estimate would see
-  the clipped air as less noisy): pixels outside it (the -2048 or -3024 HU padding outside the scanner's field of view, metal) reach the
-  model at the window's edge and come back with their original values (a model never saw such
-  values, and its global operations would spread them over the whole slice);
-* other grey-scale (stored units): per slice, its 0.5 and 99.5 percentiles;
+  the clipped air as less noisy);
+* other grey-scale (stored units): per slice, the 0.5 and 99.5 percentiles of its pixels that are
+  not padding;
 * RGB: ``[0, 255]``.
 
-Otherwise values outside ``[lo, hi]`` are passed through unclipped; the writer clips to what the
-original pixel representation can store.
+The model works on a normalised copy; the result is mapped back without clamping a real value.
+When the copy is clipped (trained networks; every upscaler, whose output is an image in [0, 1]:
+the bicubic baseline clamps to it), pixels outside the window (metal, the 0.5 % brightest of a
+slice, air below -1024 HU) reach the model at the window's edge and come back with their original
+values; at scale > 1 what lies beyond the window is upscaled beside the model (bicubic, half-pixel
+centres, as the geometry of the derived image) and added to its output, so the full stored range
+survives. Otherwise the model sees values outside ``[lo, hi]`` as they are. Padding (the -2048 or
+-3024 HU outside the scanner's field of view: PixelPaddingValue) is never spread: its pixels come
+back with their own values (at scale s, as s x s blocks) and their part beyond the window is not
+upscaled into their neighbours. The writer clips to what the original pixel representation can
+store, and counts what it clipped.
 """
 
 from __future__ import annotations
@@ -55,7 +63,7 @@ REGION_METHODS = ("auto", "sam", "slic", "hu")
 @dataclass(frozen=True)
 class Normalisation:
     """``units -> [0, 1]`` by ``(v - lo) / (hi - lo)``; ``lo``/``hi`` None: per-slice percentiles;
-    ``clip``: the model gets values clipped to [0, 1] and pixels outside keep their input value."""
+    ``clip``: the model gets values clipped to [0, 1] (see the module docstring for the rest)."""
 
     lo: float | None = None
     hi: float | None = None
@@ -69,10 +77,12 @@ class Normalisation:
             return cls(float(spec["lo"]), float(spec["hi"]), clip=bool(spec.get("clip", False)))
         return {"HU": cls(-1024.0, 3071.0, clip=clip_hu), "RGB": cls(0.0, 255.0)}.get(units, cls())
 
-    def bounds(self, image: np.ndarray) -> tuple[float, float]:
+    def bounds(self, image: np.ndarray, padding: np.ndarray | None = None) -> tuple[float, float]:
+        """``(lo, hi)`` for one slice ``(H, W[, C])``; percentiles leave ``padding`` (``(H, W)`` bool) out."""
         if self.lo is not None and self.hi is not None:
             return self.lo, self.hi
-        lo, hi = (float(v) for v in np.percentile(image, self.percentiles))
+        real = image if padding is None or padding.all() else image[~padding]
+        lo, hi = (float(v) for v in np.percentile(real, self.percentiles))
         return lo, hi if hi > lo else lo + 1.0  # flat slice: any non-zero range round-trips
 
 
@@ -137,55 +147,51 @@ class SliceProcessor:
             return f"unsupported region partition: 'hu' needs single-channel CT, the series is {modality} ({channels} channel(s))"
         return None
 
-    def __call__(self, frames: np.ndarray, units: str, modality: str = "") -> np.ndarray:
-        """``(N, H, W)`` or ``(N, H, W, 3)`` float32 in ``units`` -> ``(N, sH, sW[, 3])`` float32 in ``units``."""
+    def __call__(self, frames: np.ndarray, units: str, modality: str = "", padding: np.ndarray | None = None) -> np.ndarray:
+        """``(N, H, W)`` or ``(N, H, W, 3)`` float32 in ``units`` -> ``(N, sH, sW[, 3])`` float32 in ``units``.
+
+        ``padding``: ``(N, H, W)`` bool, True at padding pixels (``restore.io.dicom.padding_mask``),
+        or None: none (see the module docstring).
+        """
         norm = Normalisation.default(units, self.card, self.clip_hu)
+        # an upscaler's output is an image in [0, 1] (bicubic clamps to it): it always gets the
+        # clipped copy, and what lies beyond the window is upscaled beside it
+        clip = norm.clip or self.scale > 1
         out = []
         for start in range(0, frames.shape[0], self.config.batch_size):
             batch = frames[start : start + self.config.batch_size]
-            bounds = np.array([norm.bounds(img) for img in batch], dtype=np.float64)
+            pad = None if padding is None else padding[start : start + self.config.batch_size]
+            bounds = np.array([norm.bounds(img, None if pad is None else pad[i]) for i, img in enumerate(batch)])
             lo = bounds[:, 0].reshape(-1, *([1] * (batch.ndim - 1)))
             span = (bounds[:, 1] - bounds[:, 0]).reshape(lo.shape)
-            x = ((batch - lo) / span).astype(np.float32)
-            outside = ((x < 0) | (x > 1)) if norm.clip else None
-            if outside is not None:
-                x = np.clip(x, 0.0, 1.0)
-                batch_in = np.clip(batch, lo, lo + span)  # partitions see what the model sees
-            else:
-                batch_in = batch
+            batch_in = np.clip(batch, lo, lo + span) if clip else batch  # partitions see what the model sees
+            x = ((batch_in - lo) / span).astype(np.float32)
             x = x[:, None] if x.ndim == 3 else np.moveaxis(x, -1, 1)  # -> (B, C, H, W)
             regions = self._regions(batch_in, modality) if self.uses_regions else None
             y = self._infer(torch.from_numpy(np.ascontiguousarray(x)), regions).numpy()
             y = y[:, 0] if frames.ndim == 3 else np.moveaxis(y, 1, -1)
             y = (y.astype(np.float64) * span + lo).astype(np.float32)
-            if outside is not None and outside.any() and self.scale == 1:
-                y = np.where(outside, batch, y)
+            beyond = batch - batch_in  # float32 (N, H, W[, 3]): the part of each value outside the window
+            if pad is not None:
+                beyond[pad] = 0.0
+            if self.scale == 1:
+                y = np.where(beyond != 0, batch, y)
+            else:
+                y += upscale(beyond, self.scale, "bicubic")
+            if pad is not None and pad.any():
+                y = np.where(upscale(pad, self.scale, "nearest"), upscale(batch, self.scale, "nearest"), y)
             out.append(y)
         return np.concatenate(out)
 
     @torch.inference_mode()
     def _infer(self, x: torch.Tensor, regions: torch.Tensor | None) -> torch.Tensor:
-        from monai.inferers import sliding_window_inference
+        """``(B, C, H, W)`` normalised slices (and ``(B, H, W)`` labels) -> ``(B, C, sH, sW)`` float32 on CPU."""
+        from models.tiling import sliding_window_restore
 
-        channels = x.shape[1]
-        x = x.to(self.device, self.dtype)
-        if regions is not None:
-            # region labels travel as an extra channel so that each window gets its own crop of them
-            x = torch.cat([x, regions.to(self.device, self.dtype)[:, None]], dim=1)
-
-        def predict(window: torch.Tensor) -> torch.Tensor:
-            if regions is None:
-                return self.model(window)
-            return self.model(window[:, :channels], regions=window[:, channels].round().long())
-
-        # windows never exceed the slice: padding a small slice up to the tile would feed the model
-        # (and image statistics such as NLM's noise estimate) a frame of zeros; nor the card's "tile"
+        # the card's "tile" caps the window (see the class docstring)
         tile = min(self.config.tile, int(self.card.get("tile") or self.config.tile))
-        roi = (min(tile, x.shape[-2]), min(tile, x.shape[-1]))
-        y = sliding_window_inference(
-            x, roi_size=roi, sw_batch_size=self.config.batch_size, predictor=predict,
-            overlap=self.config.overlap, mode="gaussian",
-        )
+        y = sliding_window_restore(self.model, x.to(self.device, self.dtype), regions, window=tile,
+                                   overlap=self.config.overlap, batch_size=self.config.batch_size)
         return y.float().cpu()
 
     def _regions(self, batch: np.ndarray, modality: str) -> torch.Tensor:
@@ -197,6 +203,18 @@ class SliceProcessor:
             sam_checkpoint=self.config.sam_checkpoint,
         )
         return torch.stack([torch.from_numpy(compute_partition(img, config).astype(np.int64)) for img in batch])
+
+
+def upscale(images: np.ndarray, scale: int, mode: str) -> np.ndarray:
+    """``(N, H, W[, C])`` -> ``(N, sH, sW[, C])``, same dtype. ``mode``: ``"nearest"`` (each pixel
+    an s x s block; any dtype) or ``"bicubic"`` (half-pixel centres, unclamped; float)."""
+    if scale == 1:
+        return images
+    if mode == "nearest":
+        return images.repeat(scale, axis=1).repeat(scale, axis=2)
+    x = torch.from_numpy(np.ascontiguousarray(images[:, None] if images.ndim == 3 else np.moveaxis(images, -1, 1)))
+    y = torch.nn.functional.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False).numpy()
+    return y[:, 0] if images.ndim == 3 else np.moveaxis(y, 1, -1)
 
 
 class _ImageAdapter(nn.Module):

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 # run kept), skipped (nothing usable), failed (writing or verification failed), planned (--dry-run)
 # "excluded": left out by the task's modality filter (not asked for; does not change the exit code)
 SERIES_STATUSES = ("processed", "resumed", "skipped", "excluded", "failed", "planned")
+# a job none of whose series reached one of these did nothing: it exits 1
+DONE_STATUSES = ("processed", "resumed", "planned")
 
 
 @dataclass
@@ -89,4 +91,7 @@ class Report:
         lines.append(
             f"{done} of {len(self.files)} input files processed; model {self.model} ({self.model_description})"
         )
+        if not any(s.status in DONE_STATUSES for s in self.series):
+            lines.append("nothing processed: " + ("every series was excluded or skipped (reasons above)" if self.series
+                                                  else "no DICOM image series in the inputs"))
         return "\n".join(lines)

@@ -2,38 +2,76 @@
 
 A derived instance is the source dataset with:
 
-* new SOPInstanceUID and MediaStorageSOPInstanceUID, the series' new SeriesInstanceUID;
-* ImageType ``DERIVED\\SECONDARY\\<original values 3+>``; SeriesDescription suffixed with
-  ``[restore TASK]``; SeriesNumber plus the task's offset (:data:`SERIES_NUMBER_OFFSETS`);
-* DerivationDescription (task, model, clipped count) and a Source Image Sequence pointing at the
-  original instance;
+* new SOPInstanceUID and MediaStorageSOPInstanceUID (derived from the new SeriesInstanceUID and
+  the source's SOPInstanceUID, so the same in every run of the same settings), the series' new
+  SeriesInstanceUID;
+* ImageType value 1 ``DERIVED`` (and per-frame FrameType of enhanced objects with it); value 2
+  ``SECONDARY``, except for enhanced (functional-group) objects, whose IODs allow only
+  ``PRIMARY``; SeriesDescription suffixed with ``[restore TASK]``; SeriesNumber plus the task's
+  offset (:data:`SERIES_NUMBER_OFFSETS`);
+* InstanceCreationDate/Time and ContentDate/Time of the derivation (in the source's
+  TimezoneOffsetFromUTC when it has one);
+* the derivation: DerivationDescription (task, model, clipped count), DerivationCodeSequence
+  (:data:`DERIVATION_CODES`, CID 7203) and a Source Image Sequence pointing at the original
+  instance (purpose: source image for image processing operation, CID 7202) -- at top level, or
+  for enhanced objects in the Derivation Image functional group (shared by all frames);
 * pixels in the original representation: same BitsAllocated/BitsStored/PixelRepresentation and
   rescale slope/intercept (per frame for enhanced objects), values rounded and clipped to the
   representable range (the count is returned); colour written as RGB;
 * Explicit VR Little Endian, whatever the input syntax.
 
 Patient, study, frame-of-reference, position and orientation tags are kept. For super-resolution
-(``scale > 1``) Rows/Columns grow, PixelSpacing shrinks and ImagePositionPatient moves to the
-centre of the new first pixel (half-pixel-centre convention), so the image covers the same
-patient space; overlays and icons, which no longer match the pixel grid, are dropped.
+(``scale > 1``) Rows/Columns grow, every spatial calibration shrinks (:data:`PER_PIXEL_SPACINGS`,
+at top level and in functional groups; ultrasound regions: bounds, reference pixel and physical
+deltas) and ImagePositionPatient moves to the centre of the new first pixel (half-pixel-centre
+convention), so the image covers the same patient space and measures the same; overlays and icons,
+which no longer match the pixel grid, are dropped; an object with other attributes in pixels of
+the original grid (:data:`PIXEL_BOUND`) is refused (:func:`resample_refusal`).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 from pydicom import dcmread, dcmwrite
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
 from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.valuerep import DSfloat
 
 from restore.errors import OutputError
 from restore.io.dicom import frame_attribute, rescale
 
 SERIES_NUMBER_OFFSETS: dict[str, int] = {"ct-denoise": 5000, "mr-denoise": 6000, "sr-x2": 7000}
+# CID 7203 (Image Derivation) has no "denoising": smoothing is its nearest concept
+DERIVATION_CODES: dict[str, Code] = {
+    "ct-denoise": codes.DCM.Smoothing, "mr-denoise": codes.DCM.Smoothing, "sr-x2": codes.DCM.SpatialResampling,
+}
+# CID 7202 (Source Image Purposes of Reference)
+SOURCE_PURPOSE: Code = codes.DCM.SourceImageForImageProcessingOperation
+# distances between pixel centres (mm), divided by the scale wherever they appear
+PER_PIXEL_SPACINGS = (
+    "PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing", "ObjectPixelSpacingInCenterOfBeam",
+    "ReconstructionPixelSpacing",
+)
+# attributes in pixels of the original grid that resampling does not update: the object is refused
+PIXEL_BOUND: dict[str, str] = {
+    "ShutterShape": "display shutter", "CollimatorShape": "collimator outline",
+    "CenterOfCircularOutline": "circular outline", "VerticesOfThePolygonalOutline": "polygonal outline",
+    "ExposureControlSensingRegionsSequence": "exposure control sensing regions",
+    "MaskSubPixelShift": "mask pixel shift", "PixelShiftSequence": "pixel shift",
+    "RegionPixelShiftSequence": "region pixel shift", "FramePixelShiftSequence": "frame pixel shift",
+    "PixelDataAreaOriginRelativeToFOV": "pixel data area origin", "TotalPixelMatrixColumns": "tiled total pixel matrix",
+    "ReferenceCoordinates": "ophthalmic frame location", "VerticesOfTheOutlineOfPupil": "pupil outline",
+    "GraphicAnnotationSequence": "graphic annotation",
+}
 # lossy transfer syntaxes: once an image went through one, LossyImageCompression stays "01"
 _LOSSY_SYNTAXES = {
     "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91",
@@ -44,12 +82,14 @@ _LOSSY_SYNTAXES = {
 @dataclass(frozen=True)
 class Derivation:
     """What produced the derived series: ``task`` (e.g. ``ct-denoise``), ``model`` name and a
-    one-line ``method`` description; ``scale`` is the output/input size ratio."""
+    one-line ``method`` description; ``scale`` is the output/input size ratio; ``created``: when
+    (every instance of a series gets the same InstanceCreation and Content date/time)."""
 
     task: str
     model: str
     method: str
     scale: int = 1
+    created: datetime = field(default_factory=lambda: datetime.now().astimezone())  # aware
 
 
 def value_range(ds: Dataset) -> tuple[int, int]:
@@ -88,6 +128,7 @@ def derive(source: Dataset, stored: np.ndarray, *, series_uid: str, derivation: 
     instance holding ``stored`` (``(F, H, W[, 3])``, from :func:`encode_stored`)."""
     ds = source
     original_class, original_uid = str(ds.SOPClassUID), str(ds.SOPInstanceUID)
+    original_series = str(ds.SeriesInstanceUID)
     lossy = str(ds.file_meta.TransferSyntaxUID) in _LOSSY_SYNTAXES
     if derivation.scale != 1:
         _rescale_grid(ds, derivation.scale)
@@ -102,22 +143,23 @@ def derive(source: Dataset, stored: np.ndarray, *, series_uid: str, derivation: 
     if lossy:
         ds.LossyImageCompression = "01"
 
-    ds.SOPInstanceUID = generate_uid()
+    ds.SOPInstanceUID = generate_uid(entropy_srcs=[series_uid, original_uid])
     ds.SeriesInstanceUID = series_uid
+    enhanced = "SharedFunctionalGroupsSequence" in ds or "PerFrameFunctionalGroupsSequence" in ds
     image_type = list(ds.get("ImageType", []) or [])
-    ds.ImageType = ["DERIVED", "SECONDARY", *image_type[2:]]
-    _mark_frame_types(ds)
+    # enhanced IODs allow only PRIMARY as value 2; their frames repeat value 1 as FrameType
+    ds.ImageType = ["DERIVED", "PRIMARY" if enhanced else "SECONDARY", *image_type[2:]]
+    for item in _functional_group_items(ds):
+        if "FrameType" in item:
+            item.FrameType = ["DERIVED", *list(item.FrameType)[1:]]
     suffix = f" [restore {derivation.task}]"
     ds.SeriesDescription = (str(ds.get("SeriesDescription", "")) or ds.get("Modality", "image"))[: 64 - len(suffix)] + suffix
     ds.SeriesNumber = int(ds.get("SeriesNumber") or 0) + SERIES_NUMBER_OFFSETS[derivation.task]
-    ds.DerivationDescription = (
-        f"restore {derivation.task} with model {derivation.model} ({derivation.method}); "
-        f"{clipped} value(s) clipped to the stored range"
-    )[:1024]
-    ref = Dataset()
-    ref.ReferencedSOPClassUID = original_class
-    ref.ReferencedSOPInstanceUID = original_uid
-    ds.SourceImageSequence = Sequence([ref])
+    when = derivation.created.astimezone(_source_timezone(ds))
+    ds.InstanceCreationDate = ds.ContentDate = when.strftime("%Y%m%d")
+    ds.InstanceCreationTime = ds.ContentTime = when.strftime("%H%M%S.%f")
+
+    _record_derivation(ds, derivation, clipped, (original_class, original_uid, original_series), enhanced)
 
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -125,14 +167,94 @@ def derive(source: Dataset, stored: np.ndarray, *, series_uid: str, derivation: 
     return ds
 
 
-def _rescale_grid(ds: Dataset, scale: int) -> None:
-    """Pixel spacing / scale; IPP moved to the centre of the new first pixel; drop overlays/icons."""
-    shift = (1.0 / scale - 1.0) / 2.0  # in old pixels: -0.25 for x2
+def _record_derivation(ds: Dataset, derivation: Derivation, clipped: int, source: tuple[str, str, str],
+                       enhanced: bool) -> None:
+    """Say in ``ds`` what produced it from ``source`` (its SOP Class, SOP Instance and Series UIDs):
+    at top level, or for ``enhanced`` objects in the shared Derivation Image functional group, with
+    the Source Image Evidence Sequence those IODs require."""
+    sop_class, sop_uid, series_uid = source
+    item = Dataset()
+    item.DerivationDescription = (
+        f"restore {derivation.task} with model {derivation.model} ({derivation.method}); "
+        f"{clipped} value(s) clipped to the stored range"
+    )[:1024]
+    item.DerivationCodeSequence = Sequence([_code_item(DERIVATION_CODES[derivation.task])])
+    ref = _reference(sop_class, sop_uid)
+    ref.PurposeOfReferenceCodeSequence = Sequence([_code_item(SOURCE_PURPOSE)])
+    item.SourceImageSequence = Sequence([ref])
+    for keyword in ("DerivationDescription", "DerivationCodeSequence", "SourceImageSequence"):
+        ds.pop(keyword, None)
+    if enhanced:
+        for group in ds.get("PerFrameFunctionalGroupsSequence", []):
+            group.pop("DerivationImageSequence", None)
+        if not ds.get("SharedFunctionalGroupsSequence"):
+            ds.SharedFunctionalGroupsSequence = Sequence([Dataset()])
+        ds.SharedFunctionalGroupsSequence[0].DerivationImageSequence = Sequence([item])
+        # the IODs list every instance the Source Image Sequences name, study and series first
+        series = Dataset()
+        series.SeriesInstanceUID = series_uid
+        series.ReferencedSOPSequence = Sequence([_reference(sop_class, sop_uid)])
+        evidence = Dataset()
+        evidence.StudyInstanceUID = ds.StudyInstanceUID
+        evidence.ReferencedSeriesSequence = Sequence([series])
+        ds.SourceImageEvidenceSequence = Sequence([evidence])
+    else:
+        ds.update(item)
 
-    def update(item: Dataset) -> None:
-        if "PixelSpacing" in item:
-            row_mm, col_mm = (float(v) for v in item.PixelSpacing)
-            item.PixelSpacing = [round(row_mm / scale, 10), round(col_mm / scale, 10)]
+
+def derivation_item(ds: Dataset) -> Dataset:
+    """The dataset that holds a derived instance's DerivationDescription, DerivationCodeSequence and
+    SourceImageSequence: ``ds``, or for enhanced objects its shared Derivation Image functional group."""
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if shared and shared[0].get("DerivationImageSequence"):
+        return shared[0].DerivationImageSequence[0]
+    return ds
+
+
+def _reference(sop_class: str, sop_uid: str) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = sop_class, sop_uid
+    return item
+
+
+def _code_item(code: Code) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = code.value, code.scheme_designator, code.meaning
+    return item
+
+
+def _source_timezone(ds: Dataset) -> timezone | None:
+    """The source's TimezoneOffsetFromUTC (``+HHMM``/``-HHMM``) -> timezone; None (local) if absent or malformed."""
+    raw = str(ds.get("TimezoneOffsetFromUTC", "")).strip()
+    if len(raw) != 5 or raw[0] not in "+-" or not raw[1:].isdigit():
+        return None
+    minutes = int(raw[1:3]) * 60 + int(raw[3:])
+    return timezone(timedelta(minutes=minutes if raw[0] == "+" else -minutes))
+
+
+def _functional_group_items(ds: Dataset) -> Iterator[Dataset]:
+    """The items of every functional group macro (shared and per frame) of an enhanced object."""
+    for seq_name in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        for group in ds.get(seq_name, []):
+            for elem in group:
+                if elem.VR == "SQ":
+                    yield from elem.value
+
+
+def resample_refusal(ds: Dataset) -> str | None:
+    """Why ``ds`` cannot be written at another scale (an attribute in pixels of the original grid
+    that :func:`derive` does not update), or None."""
+    for elem in ds.iterall():
+        if elem.keyword in PIXEL_BOUND:
+            return (f"not resampled: its {PIXEL_BOUND[elem.keyword]} ({elem.keyword}) is in pixels of the original "
+                    "image and would no longer match")
+    return None
+
+
+def _rescale_grid(ds: Dataset, scale: int) -> None:
+    """Spacings / scale, ultrasound regions onto the new grid, IPP moved to the centre of the new
+    first pixel; overlays and icons dropped."""
+    shift = (1.0 / scale - 1.0) / 2.0  # in old pixels: -0.25 for x2
 
     def move(item: Dataset, spacing, iop) -> None:
         if "ImagePositionPatient" in item and spacing is not None and iop is not None:
@@ -148,28 +270,47 @@ def _rescale_grid(ds: Dataset, scale: int) -> None:
     ]
     iops = [ds.get("ImageOrientationPatient") or frame_attribute(ds, f, "PlaneOrientationSequence", "ImageOrientationPatient") for f in range(n_frames)]
     move(ds, old_spacing[0], iops[0])
-    update(ds)
     for f, group in enumerate(ds.get("PerFrameFunctionalGroupsSequence", [])):
         for pos in group.get("PlanePositionSequence", []):
             move(pos, old_spacing[f], iops[f])
-    for seq_name in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
-        for group in ds.get(seq_name, []):
-            for measures in group.get("PixelMeasuresSequence", []):
-                update(measures)
+    for item in (ds, *_functional_group_items(ds)):
+        for keyword in PER_PIXEL_SPACINGS:
+            if item.get(keyword):
+                item[keyword].value = [DSfloat(float(v) / scale, auto_format=True) if item[keyword].VR == "DS"
+                                       else float(v) / scale for v in item[keyword].value]
+    for region in ds.get("SequenceOfUltrasoundRegions", []):
+        _rescale_region(region, scale)
     for tag in [t for t in ds.keys() if 0x6000 <= t.group <= 0x601E and t.group % 2 == 0]:
         del ds[tag]
     ds.pop("IconImageSequence", None)
 
 
-def _mark_frame_types(ds: Dataset) -> None:
-    """Enhanced objects repeat ImageType as FrameType in functional groups; keep them consistent."""
-    for seq_name in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
-        for group in ds.get(seq_name, []):
-            for elem in group:
-                if elem.VR == "SQ" and elem.keyword.endswith("FrameTypeSequence"):
-                    for item in elem.value:
-                        if "FrameType" in item:
-                            item.FrameType = ["DERIVED", *list(item.FrameType)[1:]]
+def _rescale_region(region: Dataset, scale: int) -> None:
+    """One item of the Sequence of Ultrasound Regions onto the grid ``scale`` times finer.
+
+    Old pixel ``i`` becomes new pixels ``s*i .. s*i + s - 1``: a region's first pixel is ``s*i``,
+    its last ``s*i + s - 1``; a point (pixel centre) lands at ``s*i + (s - 1) / 2``, stored as the
+    integer ``s*i + (s - 1) // 2``; the reference pixel's physical value absorbs the difference
+    (0 when absent, as viewers read it), so every pixel keeps its physical coordinate.
+    """
+    for axis in "XY":
+        first, last = f"RegionLocationMin{axis}0", f"RegionLocationMax{axis}1"
+        if first in region:
+            region[first].value = scale * int(region[first].value)
+        if last in region:
+            region[last].value = scale * int(region[last].value) + scale - 1
+        points = (f"ReferencePixel{axis}0", f"DopplerSampleVolume{axis}Position", f"DopplerSampleVolume{axis}PositionRetired",
+                  f"TMLinePosition{axis}0", f"TMLinePosition{axis}1", f"TMLinePosition{axis}0Retired", f"TMLinePosition{axis}1Retired")
+        for keyword in points:
+            if keyword in region:
+                region[keyword].value = scale * int(region[keyword].value) + (scale - 1) // 2
+        delta = f"PhysicalDelta{axis}"
+        if delta in region:
+            region[delta].value = float(region[delta].value) / scale
+            if f"ReferencePixel{axis}0" in region:
+                offset = (scale - 1) // 2 - (scale - 1) / 2  # new pixels from the point to where it is stored
+                physical = f"ReferencePixelPhysicalValue{axis}"
+                setattr(region, physical, float(region.get(physical, 0.0)) + offset * float(region[delta].value))
 
 
 def write_verified(ds: Dataset, path: Path, stored: np.ndarray) -> None:
@@ -207,7 +348,7 @@ def check_written(path: Path, expected: Dataset, stored: np.ndarray) -> None:
         problems.append("SOP Instance UID mismatch")
     if back.SeriesInstanceUID != expected.SeriesInstanceUID:
         problems.append("Series Instance UID mismatch")
-    if list(back.ImageType)[:2] != ["DERIVED", "SECONDARY"] or "SourceImageSequence" not in back:
+    if list(back.ImageType)[:1] != ["DERIVED"] or "SourceImageSequence" not in derivation_item(back):
         problems.append("derivation tags missing")
     if pixels.size != stored.size or not np.array_equal(pixels.reshape(stored.shape), stored):
         problems.append("pixel data differ from what was written")

@@ -2,7 +2,8 @@
 
 * ``temporal``: overlapping temporal chunks, cross-faded, streamed (memory does not grow with length);
 * ``spatial``: overlapping spatial tiles with blended seams when a frame exceeds the memory budget;
-* ``runner``: converts integer frames to model input and back on the chosen device and precision.
+* ``runner``: ``FrameRunner``, the entry point: integer frames in, the same integer type out, on the
+  chosen device and precision (a video goes through ``FrameRunner.stream``).
 """
 
 from .runner import FrameRunner

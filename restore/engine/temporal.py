@@ -7,8 +7,10 @@ frame ``j`` of the overlap takes weight ``(j+1)/(K+1)`` from chunk ``c+1``. Chun
 input frames and ``K`` output frames are held at a time, so memory does not grow with video length.
 
 For resume, the caller says which chunks it still ``needs``; chunks before those are read and
-skipped without running the model, except the one right before a needed chunk, whose output tail
-is required for the cross-fade. The result is identical to an uninterrupted run.
+skipped without running the model, except the :attr:`ChunkPlan.context` chunks right before a
+needed chunk, whose output tails reach it through the cross-fades (one when ``K <= S``; more when
+the overlap is larger than the stride, as a frame is then faded from more than two chunks). The
+result is identical to an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -37,6 +39,14 @@ class ChunkPlan:
     def stride(self) -> int:
         return self.chunk - self.overlap
 
+    @property
+    def context(self) -> int:
+        """Chunks before a chunk whose outputs reach its frames through the cross-fades:
+        ``ceil(K / S)`` (0 without overlap). Chunk ``c``'s tail is faded with chunk ``c-1``'s on
+        the frames they share, and when ``K > S`` part of that tail was itself faded with chunk
+        ``c-2``'s, and so on; ``ceil(K / S)`` chunks back, no faded frame is left in the tail."""
+        return -(-self.overlap // self.stride)
+
     def fade_in(self, n: int, device: torch.device | None = None) -> torch.Tensor:
         """Weights ``(n,)`` of the newer chunk over the first ``n <= K`` frames of an overlap."""
         return torch.arange(1, n + 1, device=device, dtype=torch.float32) / (self.overlap + 1)
@@ -46,8 +56,10 @@ class ChunkPlan:
 class ChunkResult:
     """Frames finalised by one chunk.
 
-    ``frames``: ``(n, C, H, W)`` float32 model output in [0, 1] (None when the chunk was skipped for
-    resume); ``pts``: the input timestamps of those frames; ``first_index``: index of the first frame.
+    ``frames``: the ``n`` output frames, None when the chunk was skipped for resume; from
+    :func:`stream_chunks` the ``(n, C, H, W)`` float32 that ``process`` returns (cross-faded), from
+    :meth:`~restore.engine.runner.FrameRunner.stream` ``(n, H, W, C)`` integers like its input.
+    ``pts``: the input timestamps of those frames; ``first_index``: index of the first frame.
     """
 
     index: int
@@ -95,7 +107,8 @@ def stream_chunks(
     while window:
         is_last = not more
         wanted = needs(index)
-        run_model = wanted or (not is_last and needs(index + 1))
+        # a skipped chunk still runs when a needed chunk within `context` after it takes its tail
+        run_model = wanted or (not is_last and any(needs(index + j) for j in range(1, plan.context + 1)))
         n = len(window)
         keep = n if is_last else plan.stride
         out = None

@@ -1,4 +1,4 @@
-"""File I/O: videos (PyAV), still images (OpenCV), DICOM (pydicom).
+"""File I/O: videos (PyAV), still images (OpenCV), DICOM (pydicom); ``formats`` names suffixes and containers.
 
 The video and image names are loaded on first use, so importing one submodule (e.g.
 ``restore.io.dicom``) does not pull in PyAV and OpenCV.
@@ -15,10 +15,10 @@ _LAZY = {
     "VideoWriter": "video",
     "concat_segments": "video",
     "probe_video": "video",
-    "IMAGE_EXTENSIONS": "image",
-    "VIDEO_EXTENSIONS": "image",
-    "is_image": "image",
-    "is_video": "image",
+    "IMAGE_EXTENSIONS": "formats",
+    "VIDEO_EXTENSIONS": "formats",
+    "is_image": "formats",
+    "is_video": "formats",
     "read_image": "image",
     "write_image": "image",
 }

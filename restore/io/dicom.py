@@ -2,9 +2,11 @@
 
 The reading half of ``restore dicom`` and the DICOM data modules. Nothing here writes.
 
-* :func:`discover` walks folders recursively (any file name; DICOMDIR cross-checked), reads
-  ``.zip`` archives in memory (never extracted, so no path traversal), and returns every image
-  series plus every file it could not use, with the reason. Series are grouped by
+* :func:`discover` walks folders recursively (any file name; links to folders followed, each
+  real folder once; DICOMDIR cross-checked, its file IDs matched without regard to case), takes a
+  DICOMDIR given as input for the files it lists, reads ``.zip`` archives in memory (never
+  extracted, so no path traversal), and returns every image series plus every file it could not
+  use (broken links included), with the reason. Series are grouped by
   SeriesInstanceUID and split into stacks when one UID mixes orientations, image sizes, or repeats
   positions (echoes, time points). Slices are sorted by ImagePositionPatient projected on the
   slice normal (cross product of the two ImageOrientationPatient vectors); gaps, duplicates and
@@ -13,6 +15,7 @@ The reading half of ``restore dicom`` and the DICOM data modules. Nothing here w
   pydicom has a decoder for: native, deflate, RLE; JPEG, JPEG-LS and JPEG 2000 through the
   pylibjpeg plugins) into ``float32``: CT in Hounsfield units (modality LUT applied, per frame for
   enhanced objects), other grey-scale modalities in stored units, colour images as RGB.
+  :func:`padding_mask` marks the pixels that are padding (PixelPaddingValue), in those units.
 
 A file is opened read-only and only read; a zip member is read into memory.
 """
@@ -230,15 +233,18 @@ class Series:
         return self.first.units
 
 
-# Skip reasons by kind. "lost" kinds are image data that could not be processed (the job exits 2);
-# the others are files that hold nothing to restore, or a second copy of an instance.
-LOST_KINDS = ("unsupported", "corrupt", "geometry")
+# Skip reasons by kind. "lost" kinds are image data that could not be processed (the job exits 2;
+# a conflict: another version of an instance that was used); the others are files that hold
+# nothing to restore, or a copy of an instance.
+LOST_KINDS = ("unsupported", "corrupt", "geometry", "conflict")
 
 
 def skip_kind(reason: str) -> str:
-    """Classify a skip reason: non-image, not-dicom, duplicate, no-pixels, unsupported, corrupt, geometry."""
+    """Classify a skip reason: non-image, not-dicom, broken-link, duplicate, conflict, no-pixels,
+    unsupported, corrupt, geometry."""
     for prefix, kind in (
-        ("non-image", "non-image"), ("not a DICOM", "not-dicom"), ("duplicate", "duplicate"),
+        ("non-image", "non-image"), ("not a DICOM", "not-dicom"), ("not a regular file", "not-dicom"),
+        ("broken symbolic link", "broken-link"), ("duplicate", "duplicate"), ("conflicting", "conflict"),
         ("no pixel data", "no-pixels"), ("referenced by DICOMDIR", "corrupt"),
         ("inconsistent geometry", "geometry"), ("unsupported", "unsupported"), ("float pixel", "unsupported"),
         ("unsafe", "unsupported"), ("encrypted", "unsupported"), ("zip member larger", "unsupported"),
@@ -329,8 +335,16 @@ def _list_files(paths: Sequence[str | Path]) -> tuple[list[FileRef], list[Skippe
     skipped: list[SkippedFile] = []
     for p in map(Path, paths):
         if not p.exists():
-            raise InputError(p, "no such file or folder")
-        files = [p] if p.is_file() else _walk(p)
+            raise InputError(p, "broken symbolic link" if p.is_symlink() else "no such file or folder")
+        if p.is_dir():
+            files, skips = _walk(p)
+            skips += _dicomdir_references(files, files)[1]
+        elif p.name.upper() == "DICOMDIR":  # the media's index: what it lists, found beside it
+            files, skips = _dicomdir_references([p], _walk(p.parent)[0])
+            files.insert(0, p)
+        else:
+            files, skips = [p], []
+        skipped.extend(skips)
         for f in files:
             if zipfile.is_zipfile(f):
                 zrefs, zskips = _zip_members(f)
@@ -338,18 +352,29 @@ def _list_files(paths: Sequence[str | Path]) -> tuple[list[FileRef], list[Skippe
                 skipped.extend(zskips)
             else:
                 refs.append(FileRef(f))
-        if p.is_dir():
-            skipped.extend(_dicomdir_missing(files))
     # the same file given twice (overlapping inputs) counts once
     return sorted(set(refs)), skipped
 
 
-def _walk(folder: Path) -> list[Path]:
-    out = []
-    for root, dirs, names in os.walk(folder):
+def _walk(folder: Path) -> tuple[list[Path], list[SkippedFile]]:
+    """The files under ``folder``, and a skip for every entry that is no file (a broken link, a
+    pipe). Links to folders are followed; a real folder reached again (through a second link, or
+    a link to a folder above it) is not walked again, so a link loop ends and no file counts twice."""
+    files, skipped, walked = [], [], set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        if (real := os.path.realpath(root)) in walked:
+            dirs.clear()
+            continue
+        walked.add(real)
         dirs.sort()
-        out.extend(Path(root, n) for n in sorted(names) if Path(root, n).is_file())
-    return out
+        for path in (Path(root, n) for n in sorted(names)):
+            if path.is_file():
+                files.append(path)
+            elif path.is_symlink() and not path.exists():
+                skipped.append(SkippedFile(FileRef(path), "broken symbolic link (its target does not exist)"))
+            else:
+                skipped.append(SkippedFile(FileRef(path), "not a regular file (a pipe, socket or device)"))
+    return files, skipped
 
 
 def _zip_members(archive: Path) -> tuple[list[FileRef], list[SkippedFile]]:
@@ -377,10 +402,17 @@ def _zip_members(archive: Path) -> tuple[list[FileRef], list[SkippedFile]]:
     return refs, skipped
 
 
-def _dicomdir_missing(files: list[Path]) -> list[SkippedFile]:
-    """Files a DICOMDIR references but that are absent (the DICOMDIR itself is reported as non-image)."""
-    present = {f.resolve() for f in files}
-    missing = []
+def _dicomdir_references(files: list[Path], present: list[Path]) -> tuple[list[Path], list[SkippedFile]]:
+    """The files that the DICOMDIRs among ``files`` reference, found in ``present``, and a skip for
+    each one referenced but absent (a DICOMDIR itself is reported as non-image when inspected).
+
+    File IDs are matched without regard to case: media write them in upper case, and a copy on a
+    case-sensitive disk often has them in lower case; matched exactly, such a file would be listed
+    twice, as processed and as missing.
+    """
+    by_name = {str(f.resolve()).casefold(): f for f in present}
+    found: list[Path] = []
+    missing: list[SkippedFile] = []
     for f in files:
         if f.name.upper() != "DICOMDIR":
             continue
@@ -394,10 +426,12 @@ def _dicomdir_missing(files: list[Path]) -> list[SkippedFile]:
             ]
         except Exception:  # noqa: BLE001 - a broken DICOMDIR is reported when inspected
             continue
-        missing += [
-            SkippedFile(FileRef(p), "referenced by DICOMDIR but missing") for p in referenced if p.resolve() not in present
-        ]
-    return missing
+        for p in referenced:
+            if (match := by_name.get(str(p.resolve()).casefold())) is not None:
+                found.append(match)
+            else:
+                missing.append(SkippedFile(FileRef(p), "referenced by DICOMDIR but missing"))
+    return found, missing
 
 
 def inspect_file(ref: FileRef) -> Instance:
@@ -536,14 +570,39 @@ def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
 
 
 def _drop_duplicate_instances(instances: list[Instance]) -> tuple[list[Instance], list[SkippedFile]]:
-    """The same SOP instance twice (a copy, or another transfer syntax of it): keep the first by path."""
+    """One SOPInstanceUID in several files: the first by path is used. Another file is a duplicate
+    when it holds the same instance (:func:`_same_content`), else a conflict: two versions of one
+    instance, of which the report names the one used."""
     kept: dict[str, Instance] = {}
     skipped = []
     for inst in sorted(instances, key=lambda i: i.ref):
         first = kept.setdefault(inst.sop_instance_uid, inst)
-        if first is not inst:
-            skipped.append(SkippedFile(inst.ref, f"duplicate SOP instance (same SOPInstanceUID as {first.ref})"))
+        if first is inst:
+            continue
+        if _same_content(first, inst):
+            reason = f"duplicate SOP instance (same SOPInstanceUID and content as {first.ref})"
+        else:
+            reason = f"conflicting SOP instance: same SOPInstanceUID as {first.ref}, which was used, but other content"
+        skipped.append(SkippedFile(inst.ref, reason))
     return list(kept.values()), skipped
+
+
+# what another transfer syntax of the same instance may change besides the pixel data's encoding
+_ENCODING_ATTRIBUTES = ("PixelData", "PhotometricInterpretation", "PlanarConfiguration")
+
+
+def _same_content(a: Instance, b: Instance) -> bool:
+    """Whether two files hold the same SOP instance: every attribute equal but those of the pixel
+    data's encoding, and the same decoded pixels (a copy, or the instance in another transfer syntax)."""
+    try:
+        datasets = [a.ref.read(), b.ref.read()]
+        pixels = [stored_frames(ds, inst.ref) for ds, inst in zip(datasets, (a, b))]
+    except InputError:
+        return False  # one of them cannot be decoded: nothing says they agree
+    for ds in datasets:
+        for keyword in _ENCODING_ATTRIBUTES:
+            ds.pop(keyword, None)
+    return datasets[0] == datasets[1] and np.array_equal(pixels[0], pixels[1])
 
 
 def _normal(orientation: Sequence[float]) -> np.ndarray:
@@ -679,6 +738,19 @@ def to_units(ds: Dataset, stored: np.ndarray, units: str) -> np.ndarray:
         slope, intercept = rescale(ds, f)
         out[f] = stored[f].astype(np.float64) * slope + intercept
     return out
+
+
+def padding_mask(ds: Dataset, frames: np.ndarray, units: str) -> np.ndarray | None:
+    """``(F, H, W)`` bool, True where a pixel of ``frames`` (from :func:`to_units`, in ``units``)
+    is padding: PixelPaddingValue, or the range from it to PixelPaddingRangeLimit (stored values,
+    mapped like the pixels); None when the object declares none or is colour."""
+    if "PixelPaddingValue" not in ds or frames.ndim != 3:
+        return None
+    limits = np.array([ds.PixelPaddingValue, ds.get("PixelPaddingRangeLimit", ds.PixelPaddingValue)])
+    # the same mapping as the pixels, frame by frame, so that equal stored values compare equal
+    ends = to_units(ds, np.broadcast_to(limits[None, :, None], (frames.shape[0], 2, 1)), units)
+    lo, hi = ends.min(axis=1, keepdims=True), ends.max(axis=1, keepdims=True)
+    return (frames >= lo) & (frames <= hi)
 
 
 def read_instance_frames(instance: Instance) -> tuple[np.ndarray, Dataset]:

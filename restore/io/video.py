@@ -5,15 +5,21 @@
 * :class:`VideoReader` yields ``(frame, pts)`` one frame at a time: ``(H, W, 3)`` RGB, ``uint8``
   for 8-bit sources and ``uint16`` (full 16-bit range) for deeper ones, display rotation applied,
   ``pts`` in the source stream's time base. It never drops frames silently: a short or corrupt
-  stream raises :class:`~restore.errors.InputError` naming how many frames were decoded.
+  stream raises :class:`~restore.errors.InputError` naming how many frames were decoded, unless
+  told to conceal what cannot be decoded (``on_error``), which it then counts.
 * :class:`VideoWriter` encodes one video stream (libx264, libx265, ffv1, or a folder of PNG
   frames) at the source time base, so timestamps (VFR included) pass through unchanged.
 * :func:`concat_segments` joins segment files written by :class:`VideoWriter` without re-encoding
-  and muxes the audio and subtitle streams of the source in, untouched where the container allows.
+  and muxes the audio and subtitle streams of the source in, untouched where the container allows,
+  with the source's chapters, tags and attachments; timestamps start at 0 unless told to keep the
+  source's start.
 
 Colour: sources are converted to RGB with the matrix and range they are tagged with (BT.601 when
-untagged, FFmpeg's default); the writer converts RGB to Y'CbCr with BT.709, limited range, and tags
-the stream accordingly, so players decode it the way it was encoded.
+untagged, FFmpeg's default). The writer converts RGB back to Y'CbCr with the source's matrix and
+range (:class:`DisplayMetadata`; BT.709, limited range, for untagged sources or matrices swscale
+cannot convert with) and tags the stream with them and with the source's primaries, transfer,
+sample aspect ratio and HDR static metadata, so players show it the way the source was shown. The
+RGB in between keeps the source's transfer (PQ stays PQ): nothing is tone-mapped.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import logging
 import math
 import os
 import re
+import shutil
+import struct
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,36 +42,82 @@ from types import TracebackType
 import av
 import numpy as np
 import torch
+from av.sidedata.sidedata import Type as SideDataType
 from av.video.reformatter import ColorRange, Colorspace
 
-from ..errors import InputError, OutputError
+from ..errors import InputError, OptionError, OutputError
+from .formats import (
+    ATTACHMENT_MUXERS, CRF_RANGE, FALLBACK_AUDIO_CODECS, FALLBACK_SUBTITLE_CODEC, HDR_SEI_OPTIONS, MOV_CODEC_TAGS,
+    MOV_MUXERS, RATE_CONTROLLED_CODECS, SAR_CODECS, VIDEO_CODECS, X26X_PRESETS,
+)
 from .image import write_image
 
 logger = logging.getLogger("restore.io")
 
-VIDEO_CODECS = ("libx264", "libx265", "ffv1", "png")
-# codecs that take crf and preset (the others are lossless)
-_RATE_CONTROLLED = ("libx264", "libx265")
-X26X_PRESETS = (
-    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo"
-)
-CRF_RANGE = (0, 51)
-# audio codecs tried, in order, when the output container cannot hold the source audio codec
-_FALLBACK_AUDIO_CODECS = ("aac", "opus")
-# text subtitle codecs mp4/mov can hold after conversion; bitmap subtitles are dropped instead
-_FALLBACK_SUBTITLE_CODEC = "mov_text"
 # native-endian 16-bit RGB, the form numpy hands over without a byte swap
 _RGB48 = "rgb48le" if sys.byteorder == "little" else "rgb48be"
-# AVCOL_SPC_BT709: the matrix tag that matches the writer's RGB -> Y'CbCr conversion
-_AVCOL_SPC_BT709 = 1
+# AVCOL_* "unspecified" codes: primaries, transfer and matrix use 2, range 0
+_UNSPECIFIED, _RANGE_UNSPECIFIED = 2, 0
+# Y'CbCr matrices (AVCOL_SPC_*) swscale converts RGB with: BT.709, FCC, BT.470BG, SMPTE 170M,
+# SMPTE 240M, BT.2020 non-constant luminance; others (and untagged sources) are written as BT.709
+_SWSCALE_MATRICES = frozenset({int(Colorspace.ITU709), 4, 5, 6, 7, int(Colorspace.BT2020)})
+# FFmpeg's AVMasteringDisplayMetadata: 10 AVRationals (R, G, B and white point x/y; min and max
+# luminance), then has_primaries and has_luminance; AVContentLightMetadata: MaxCLL and MaxFALL.
+# PyAV hands side data over as bytes only
+_MASTERING_LAYOUT = struct.Struct("=20i2i")
+_CONTENT_LIGHT_LAYOUT = struct.Struct("=2I")
+# units of the ST 2086 SEI syntax x264 and x265 take: chromaticity 1/50000, luminance 1/10000 cd/m2
+_SEI_CHROMATICITY, _SEI_LUMINANCE = 50000, 10000
 # float sample formats (grayf32le, gbrpf16le, ...): VideoFormat does not expose the float flag
 _FLOAT_PIX_FMT = re.compile(r"f(16|32|64)(le|be)?$")
 # no encoder reorders frames further than this; a larger PTS-DTS gap is garbage (VideoWriter._mux)
 _MAX_REORDER_SECONDS = 10
 # file names of PNG frames (codec "png"); zero-padded so that they sort in frame order
 _FRAME_NAME = "frame_{index:08d}.png"
-# muxers built on FFmpeg's mov muxer, which otherwise rounds the video time base up to >= 1/10000
-_MOV_MUXERS = {"mp4", "mov", "ipod", "3gp", "3g2", "psp", "ismv", "f4v"}
+
+
+@dataclass(frozen=True)
+class MasteringDisplay:
+    """SMPTE ST 2086 mastering display colour volume of HDR video.
+
+    ``primaries`` are the CIE 1931 (x, y) chromaticities of the red, green and blue primaries,
+    ``white_point`` the white point's, ``luminance`` the display's (min, max) in cd/m^2.
+    """
+
+    primaries: tuple[tuple[Fraction, Fraction], tuple[Fraction, Fraction], tuple[Fraction, Fraction]]
+    white_point: tuple[Fraction, Fraction]
+    luminance: tuple[Fraction, Fraction]
+
+    def sei(self) -> str:
+        """x264's and x265's syntax: ``G(x,y)B(x,y)R(x,y)WP(x,y)L(max,min)`` in SEI units."""
+
+        def xy(point: tuple[Fraction, Fraction]) -> str:
+            return ",".join(str(round(c * _SEI_CHROMATICITY)) for c in point)
+
+        (red, green, blue), (low, high) = self.primaries, self.luminance
+        luminance = f"{round(high * _SEI_LUMINANCE)},{round(low * _SEI_LUMINANCE)}"
+        return f"G({xy(green)})B({xy(blue)})R({xy(red)})WP({xy(self.white_point)})L({luminance})"
+
+
+@dataclass(frozen=True)
+class DisplayMetadata:
+    """How a stream's pixels are meant to be shown; :class:`VideoWriter` writes it into its stream.
+
+    ``sample_aspect_ratio`` is the width / height of one pixel in display orientation (e.g. 4/3 for
+    anamorphic 16:9 stored as 1440x1080; None: not stated, square). ``primaries``, ``transfer``,
+    ``matrix`` and ``range`` are FFmpeg's AVCOL_* codes (PyAV's ``ColorPrimaries``, ``ColorTrc``,
+    ``Colorspace``, ``ColorRange``): 2 is unspecified for the first three, 0 for ``range``.
+    ``mastering`` and ``content_light`` (MaxCLL, MaxFALL in cd/m^2) are the HDR static metadata,
+    None when the source has none.
+    """
+
+    sample_aspect_ratio: Fraction | None = None
+    primaries: int = _UNSPECIFIED
+    transfer: int = _UNSPECIFIED
+    matrix: int = _UNSPECIFIED
+    range: int = _RANGE_UNSPECIFIED
+    mastering: MasteringDisplay | None = None
+    content_light: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +129,8 @@ class VideoInfo:
     ``fps`` is the average frame rate; ``time_base`` is the unit of the ``pts`` the reader yields.
     ``rotation`` is the counter-clockwise rotation in degrees (0, 90, 180, 270) that the reader
     applies to every decoded frame, taken from the display matrix (PyAV's ``frame.rotation``).
-    ``duration`` is in seconds (the video stream's when known, else the container's).
+    ``duration`` is in seconds (the video stream's when known, else the container's). ``display``
+    is what the output must say about the pixels to be shown the same way (aspect, colour, HDR).
     """
 
     path: Path
@@ -91,6 +146,7 @@ class VideoInfo:
     audio_streams: int
     subtitle_streams: int
     codec: str
+    display: DisplayMetadata = DisplayMetadata()
 
 
 def _check_file(path: Path) -> None:
@@ -106,6 +162,8 @@ def _open_input(path: Path) -> av.container.InputContainer:
     _check_file(path)
     try:
         return av.open(str(path), mode="r")
+    except OSError as exc:  # FFmpeg's errors of the file system (no permission, I/O error) are OSErrors too
+        raise InputError(path, f"cannot read: {_describe(exc)}") from exc
     except av.FFmpegError as exc:
         with open(path, "rb") as fh:
             head = fh.read(12)
@@ -170,6 +228,37 @@ def _normalise_rotation(degrees: float, path: Path) -> int:
     return rotation
 
 
+def _mastering(data: bytes) -> MasteringDisplay | None:
+    values = _MASTERING_LAYOUT.unpack_from(data)
+    has_primaries, has_luminance = values[20:]
+    if not (has_primaries and has_luminance):  # the SEI syntax needs both
+        return None
+    ratios = [Fraction(num, den) if den else Fraction(0) for num, den in zip(values[0:20:2], values[1:20:2])]
+    points = list(zip(ratios[0:10:2], ratios[1:10:2]))  # (x, y) of R, G, B, white point, then the luminances
+    return MasteringDisplay((points[0], points[1], points[2]), points[3], (ratios[8], ratios[9]))
+
+
+def _display_metadata(stream: av.video.stream.VideoStream, first: av.VideoFrame, rotation: int) -> DisplayMetadata:
+    """Aspect, colour tags and HDR metadata from the stream and its first frame (FFmpeg puts the
+    container's HDR metadata on frames too, so the frame's side data covers both)."""
+    aspect = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    aspect = Fraction(aspect) if aspect and aspect != 1 else None
+    if aspect is not None and rotation in (90, 270):
+        aspect = 1 / aspect  # the reader turns the pixels, and with them their shape
+    side = {data.type: bytes(data) for data in first.side_data}
+    mastering = side.get(SideDataType.MASTERING_DISPLAY_METADATA)
+    light = side.get(SideDataType.CONTENT_LIGHT_LEVEL)
+    return DisplayMetadata(
+        sample_aspect_ratio=aspect,
+        primaries=int(first.color_primaries),
+        transfer=int(first.color_trc),
+        matrix=int(first.colorspace),
+        range=int(first.color_range),
+        mastering=_mastering(mastering) if mastering else None,
+        content_light=_CONTENT_LIGHT_LAYOUT.unpack_from(light) if light else None,
+    )
+
+
 def probe_video(path: str | os.PathLike) -> VideoInfo:
     """Read a video's geometry, timing and streams.
 
@@ -182,6 +271,8 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     with _open_input(path) as container:
         stream = _video_stream(container, path)
         ctx = stream.codec_context
+        if ctx is None:  # PyAV makes no codec context for a codec FFmpeg does not know
+            raise InputError(path, "unknown video codec (FFmpeg has no decoder for it)")
         pix_fmt = ctx.pix_fmt
         if pix_fmt is None:
             raise InputError(path, f"unknown pixel format (codec {ctx.name}); the stream cannot be decoded")
@@ -215,6 +306,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             audio_streams=len(container.streams.audio),
             subtitle_streams=len(container.streams.subtitles),
             codec=ctx.name,
+            display=_display_metadata(stream, first, rotation),
         )
 
 
@@ -238,15 +330,33 @@ class VideoReader:
     in ``info.time_base`` units (the real per-frame timestamps, so VFR survives; synthesised from
     ``fps`` where the source has none, and nudged to stay strictly increasing).
 
-    Raises :class:`~restore.errors.InputError` when decoding fails part-way ("truncated or corrupt
-    video: decoded N frames before error: ...") and, with ``expect_frames``, when the stream ends
-    short of the frame count in the header or, without a count, of the stream's duration.
+    ``on_error`` says what to do with a packet the decoder refuses (one of
+    :data:`~restore.io.formats.DECODE_ERROR_POLICIES`): ``"fail"`` raises
+    :class:`~restore.errors.InputError` ("truncated or corrupt video: decoded N frames before
+    error: ..."), ``"skip"`` leaves its frame out (the next frame keeps its own pts, so timing is
+    kept), ``"repeat"`` yields the previous frame at its pts instead; :attr:`concealed` counts
+    those frames. With ``expect_frames``, a stream that ends short of the frame count in the
+    header or, without a count, of the stream's duration raises ``InputError`` under ``"fail"``
+    and is logged as a warning under the others. A container the demuxer cannot read on raises
+    ``InputError`` under every policy.
+
+    ``info`` is the file's :func:`probe_video` when the caller has it already; without it the
+    file is probed here (probing opens the file and decodes its first frame).
     """
 
-    def __init__(self, path: str | os.PathLike, *, expect_frames: bool = True):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        expect_frames: bool = True,
+        info: VideoInfo | None = None,
+        on_error: str = "fail",
+    ):
         self.path = Path(path)
-        self.info = probe_video(self.path)
+        self.info = info or probe_video(self.path)
         self.expect_frames = expect_frames
+        self.on_error = on_error
+        self.concealed = 0  # frames of the last pass that could not be decoded
         self._container: av.container.InputContainer | None = None
 
     def __enter__(self) -> VideoReader:
@@ -265,6 +375,7 @@ class VideoReader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
         info = self.info
         self.close()
+        self.concealed = 0
         self._container = container = _open_input(self.path)
         stream = _video_stream(container, self.path)
         stream.thread_type = "AUTO"
@@ -272,17 +383,21 @@ class VideoReader:
         step = max(1, round(1 / (info.fps * info.time_base)))
         duration, own_duration = _stream_duration(stream, container)
         end = (stream.start_time or 0) * info.time_base + Fraction(duration or 0)
-        decoded, last_pts = 0, None
-        frames = container.decode(stream)
+        decoded, last_pts, previous = 0, None, None
+        pending: list[int] = []  # heap: pts of the packets sent to the decoder whose frame is still to come
+        filled = 0  # refused packets whose frame "repeat" has filled in (or found no place for)
         try:
-            while True:
-                try:
-                    frame = next(frames, None)
-                except av.FFmpegError as exc:
-                    raise InputError(
-                        self.path,
-                        f"truncated or corrupt video: decoded {decoded} frames before error: {_describe(exc)}",
-                    ) from exc
+            for frame in itertools.chain(self._decode(container, stream, pending), [None]):
+                # a refused packet's frame never comes out: its slot is the pts of its packet left
+                # behind when a later frame (or the end) comes, one slot per refused packet (a
+                # frame-threaded decoder reports the error a few packets after the bad one)
+                for slot in _left_behind(pending, math.inf if frame is None else frame.pts):
+                    if filled == self.concealed:
+                        continue  # a packet without a frame of its own on a clean stretch (a field of a pair)
+                    filled += 1
+                    if self.on_error == "repeat" and previous is not None and (last_pts is None or slot > last_pts):
+                        last_pts = slot
+                        yield previous, slot
                 if frame is None:
                     break
                 pts = frame.pts
@@ -294,7 +409,12 @@ class VideoReader:
                     pts = last_pts + 1
                 last_pts = pts
                 decoded += 1
-                yield frame_to_tensor(frame, info.bit_depth, info.rotation), pts
+                previous = frame_to_tensor(frame, info.bit_depth, info.rotation)
+                yield previous, pts
+        except av.FFmpegError as exc:  # the demuxer's: no packet to go past, the container is broken from here
+            raise InputError(
+                self.path, f"truncated or corrupt video: decoded {decoded} frames before error: {_describe(exc)}"
+            ) from exc
         finally:
             self.close()
         if not self.expect_frames:
@@ -302,17 +422,56 @@ class VideoReader:
         # the stream's own stored duration says where its last frame should be (the container's
         # may be the audio's, which often runs longer); one frame interval of slack for rounding
         reached_end = own_duration and last_pts is not None and (last_pts + 2 * step) * info.time_base >= end
+        accounted = decoded + self.concealed
+        short = None
         if info.frames is not None:
             # AVI counts dropped frames (empty chunks) in its header; their time slot stays a gap
             # in the pts, so a stream whose timestamps run to its end is complete
-            if decoded < info.frames and not reached_end:
-                raise InputError(self.path, f"truncated or corrupt video: decoded {decoded} of {info.frames} frames")
+            if accounted < info.frames and not reached_end:
+                short = f"truncated or corrupt video: decoded {accounted} of {info.frames} frames"
         elif own_duration and last_pts is not None and not reached_end:
-            raise InputError(
-                self.path,
-                f"truncated or corrupt video: decoded {decoded} of ~{round(duration * info.fps)} frames "
-                f"({float((last_pts + step) * info.time_base):.2f} s of {float(end):.2f} s)",
+            short = (
+                f"truncated or corrupt video: decoded {accounted} of ~{round(duration * info.fps)} frames "
+                f"({float((last_pts + step) * info.time_base):.2f} s of {float(end):.2f} s)"
             )
+        if short is not None and self.on_error == "fail":
+            raise InputError(self.path, short)
+        if short is not None:
+            logger.warning("%s: %s; the output ends there (--on-decode-error %s)", self.path, short, self.on_error)
+
+    def _decode(
+        self, container: av.container.InputContainer, stream: av.video.stream.VideoStream, pending: list[int]
+    ) -> Iterator[av.VideoFrame]:
+        """The frames of ``stream``, decoded packet by packet so that decoding can go on after a
+        packet the decoder refuses (counted in :attr:`concealed`; under "fail" it raises), with
+        the pts of every packet sent pushed on the heap ``pending``."""
+        decoded = 0
+        for packet in container.demux(stream):
+            if packet.size and packet.pts is not None:
+                heapq.heappush(pending, packet.pts)
+            try:
+                frames = stream.decode(packet)
+            except av.FFmpegError as exc:
+                cause = f"truncated or corrupt video: decoded {decoded} frames before error: {_describe(exc)}"
+                if self.on_error == "fail":
+                    raise InputError(self.path, f"{cause}; --on-decode-error skip or repeat goes on") from exc
+                logger.debug("%s: %s (packet pts %s)", self.path, cause, packet.pts)
+                self.concealed += 1
+                continue
+            decoded += len(frames)
+            yield from frames
+
+
+def _left_behind(pending: list[int], pts: float | None) -> list[int]:
+    """Pop from the heap ``pending`` the packet pts up to ``pts`` (the frame at hand; inf: the end)
+    and return those before it, in order: packets whose frame never came out. None (a frame
+    without pts) pops nothing."""
+    behind = []
+    while pending and pts is not None and pending[0] <= pts:
+        slot = heapq.heappop(pending)
+        if slot != pts:
+            behind.append(slot)
+    return behind
 
 
 def _open_output(path: Path, format: str | None, time_base: Fraction) -> av.container.OutputContainer:
@@ -323,7 +482,7 @@ def _open_output(path: Path, format: str | None, time_base: Fraction) -> av.cont
         container = av.open(str(path), mode="w", format=format)
     except (av.FFmpegError, OSError) as exc:
         raise OutputError(path, _describe(exc)) from exc
-    if container.format.name in _MOV_MUXERS:
+    if container.format.name in MOV_MUXERS:
         container.options["video_track_timescale"] = str(Fraction(time_base).denominator)
     return container
 
@@ -333,20 +492,49 @@ def _resolve_pix_fmt(path: Path, codec: str, pix_fmt: str | None, bit_depth: int
     if pix_fmt is None:
         pix_fmt = "yuv420p10le" if bit_depth > 8 else "yuv420p"
         if pix_fmt not in supported:
-            logger.info("%s: this build of %s has no %s; writing 8-bit yuv420p", path, codec, pix_fmt)
+            logger.warning("%s: this build of %s has no %s; writing 8-bit yuv420p", path, codec, pix_fmt)
             pix_fmt = "yuv420p"
     elif pix_fmt not in supported:
-        raise ValueError(f"pixel format {pix_fmt!r} is not supported by {codec}; use one of {', '.join(supported)}")
+        raise OptionError(None, f"pixel format {pix_fmt!r} is not supported by {codec}; use one of {', '.join(supported)}")
     fmt = av.VideoFormat(pix_fmt)
     subsampled = fmt.chroma_width(width) != width or fmt.chroma_height(height) != height
     if (width % 2 or height % 2) and subsampled:
         full = re.sub(r"^yuv(j?)4[12][0-2]p", r"yuv\g<1>444p", pix_fmt)
         if full == pix_fmt or full not in supported:
-            raise ValueError(f"{codec} cannot write {width}x{height} (odd size) as {pix_fmt} and has no 4:4:4 variant")
+            raise OptionError(None, f"{codec} cannot write {width}x{height} (odd size) as {pix_fmt} and has no 4:4:4 variant")
         note = "%s: odd size %dx%d cannot be chroma-subsampled; writing %s instead of %s"
         logger.info(note, path, width, height, full, pix_fmt)
         pix_fmt = full
     return pix_fmt
+
+
+def _add_hdr_sei(options: dict[str, str], codec: str, display: DisplayMetadata) -> None:
+    """Ask the encoder (x264, x265) to write the HDR static metadata of ``display`` as SEI."""
+    if codec not in HDR_SEI_OPTIONS:
+        return
+    key, mastering, light = HDR_SEI_OPTIONS[codec]
+    params = [options[key]] if key in options else []
+    if display.mastering is not None:
+        params.append(f"{mastering}={display.mastering.sei()}")
+    if display.content_light is not None:
+        params.append(f"{light}={display.content_light[0]},{display.content_light[1]}")
+    if params:
+        options[key] = ":".join(params)
+
+
+def display_losses(codec: str, display: DisplayMetadata) -> list[str]:
+    """What of ``display`` a :class:`VideoWriter` with ``codec`` cannot write (for a warning), e.g.
+    ``["HDR mastering metadata"]`` for ffv1: it has no SEI, and PyAV cannot set the container's
+    stream side data (nor the stream's aspect ratio, which Matroska stores)."""
+    lost = []
+    if display.sample_aspect_ratio is not None and codec not in SAR_CODECS:
+        lost.append("sample aspect ratio")
+    # PNG frames are RGB without colour chunks; the others carry the tags in the stream
+    if codec == "png" and (display.primaries != _UNSPECIFIED or display.transfer != _UNSPECIFIED):
+        lost.append("colour tags")
+    if (display.mastering is not None or display.content_light is not None) and codec not in HDR_SEI_OPTIONS:
+        lost.append("HDR mastering metadata")
+    return lost
 
 
 def check_encoder_options(
@@ -357,8 +545,8 @@ def check_encoder_options(
         raise ValueError(f"unknown codec {codec!r}; use one of {', '.join(VIDEO_CODECS)}")
     if not 8 <= bit_depth <= 16:
         raise ValueError(f"bit_depth must be between 8 and 16, got {bit_depth}")
-    if codec not in _RATE_CONTROLLED and (crf is not None or preset is not None):
-        raise ValueError(f"{codec} is lossless: crf and preset apply to {' and '.join(_RATE_CONTROLLED)} only")
+    if codec not in RATE_CONTROLLED_CODECS and (crf is not None or preset is not None):
+        raise ValueError(f"{codec} is lossless: crf and preset apply to {' and '.join(RATE_CONTROLLED_CODECS)} only")
     if crf is not None and not CRF_RANGE[0] <= crf <= CRF_RANGE[1]:
         raise ValueError(f"crf must be between {CRF_RANGE[0]} and {CRF_RANGE[1]}, got {crf}")
     if preset is not None and preset not in X26X_PRESETS:
@@ -382,6 +570,11 @@ class VideoWriter:
     ``yuv420p`` (``yuv420p10le`` when ``bit_depth > 8``); an odd width or height switches a
     chroma-subsampled format to its 4:4:4 variant (logged), frames are never resized. Invalid
     codec, pixel format, crf or preset raise ``ValueError``.
+
+    ``display`` (the source's :attr:`VideoInfo.display`) says how the frames are meant to be shown:
+    its matrix and range are used for the RGB -> Y'CbCr conversion, and it is written into the
+    stream (what ``codec`` cannot hold is listed by :func:`display_losses`). None: square pixels,
+    BT.709 limited range, primaries and transfer unspecified.
     """
 
     def __init__(
@@ -398,8 +591,10 @@ class VideoWriter:
         pix_fmt: str | None = None,
         bit_depth: int = 8,
         format: str | None = None,
+        display: DisplayMetadata | None = None,
     ):
         check_encoder_options(codec, crf, preset, pix_fmt, bit_depth)
+        display = display or DisplayMetadata()
         self.path = Path(path)
         self.width, self.height = width, height
         self.codec = codec
@@ -423,6 +618,7 @@ class VideoWriter:
                 # the AVX2 kernels of the x265 bundled with PyAV corrupt the heap on some tiny frames
                 # (48x48 and 48x32 seen, 2026-11); SSE4.2 code is correct and tiny frames are cheap
                 options["x265-params"] += ":asm=sse4.2"
+        _add_hdr_sei(options, codec, display)
         self._container = _open_output(self.path, format, time_base)
         try:
             stream = self._container.add_stream(codec, rate=Fraction(fps), options=options)
@@ -430,13 +626,18 @@ class VideoWriter:
             stream.time_base = Fraction(time_base)
             stream.codec_context.time_base = Fraction(time_base)
             stream.thread_type = "AUTO"
-            # Y'CbCr targets get an explicit matrix and range, tagged so that players agree;
-            # yuvj* formats are full range by definition
+            ctx = stream.codec_context
+            if display.sample_aspect_ratio is not None:
+                ctx.sample_aspect_ratio = display.sample_aspect_ratio
+            ctx.color_primaries, ctx.color_trc = display.primaries, display.transfer
+            # Y'CbCr targets get an explicit matrix and range, tagged so that players agree: the
+            # source's where swscale can convert with them; yuvj* formats are full range by definition
             self._yuv = self.pix_fmt.startswith(("yuv", "nv"))
-            self._range = ColorRange.JPEG if self.pix_fmt.startswith("yuvj") else ColorRange.MPEG
+            self._matrix = display.matrix if display.matrix in _SWSCALE_MATRICES else int(Colorspace.ITU709)
+            full = self.pix_fmt.startswith("yuvj") or display.range == ColorRange.JPEG
+            self._range = ColorRange.JPEG if full else ColorRange.MPEG
             if self._yuv:
-                stream.codec_context.colorspace = _AVCOL_SPC_BT709
-                stream.codec_context.color_range = int(self._range)
+                ctx.colorspace, ctx.color_range = self._matrix, int(self._range)
             self._stream = stream
             self._max_delay = round(_MAX_REORDER_SECONDS / Fraction(time_base))
         except BaseException:
@@ -475,7 +676,7 @@ class VideoWriter:
             source = av.VideoFrame.from_ndarray(array, format="rgb24" if array.dtype == np.uint8 else _RGB48)
             if self._yuv:
                 encoded = source.reformat(
-                    format=self.pix_fmt, dst_colorspace=Colorspace.ITU709, dst_color_range=self._range
+                    format=self.pix_fmt, dst_colorspace=self._matrix, dst_color_range=self._range
                 )
             else:
                 encoded = source.reformat(format=self.pix_fmt)
@@ -590,7 +791,7 @@ def _add_source_streams(
             target = output.add_stream_from_template(stream)
             copies[stream.index] = target
         elif stream.type == "audio":
-            codec = next((c for c in _FALLBACK_AUDIO_CODECS if _fits(output, c)), None)
+            codec = next((c for c in FALLBACK_AUDIO_CODECS if _fits(output, c)), None)
             if codec is None:
                 logger.warning("%s; dropped", where)
                 continue
@@ -601,9 +802,9 @@ def _add_source_streams(
             target.layout = av.AudioLayout(f"{stream.codec_context.layout.nb_channels}c")
             target.codec_context.time_base = Fraction(1, rate)
             transcoders[stream.index] = _Transcoder(stream, target)
-        elif _is_text_subtitle(stream) and _fits(output, _FALLBACK_SUBTITLE_CODEC):
-            logger.warning("%s; converting it to %s", where, _FALLBACK_SUBTITLE_CODEC)
-            target = output.add_stream(_FALLBACK_SUBTITLE_CODEC)
+        elif _is_text_subtitle(stream) and _fits(output, FALLBACK_SUBTITLE_CODEC):
+            logger.warning("%s; converting it to %s", where, FALLBACK_SUBTITLE_CODEC)
+            target = output.add_stream(FALLBACK_SUBTITLE_CODEC)
             stream.codec_context.open(strict=False)  # the decoder makes the ASS header when opened
             target.codec_context.subtitle_header = stream.codec_context.subtitle_header
             target.codec_context.time_base = stream.time_base
@@ -640,67 +841,137 @@ def _source_packets(
                 yield out
 
 
-def _concat_frame_folders(
-    segments: list[Path], output: Path, audio_from: Path | None, copy_audio: bool, copy_subtitles: bool
+def _add_video_stream(out: av.container.OutputContainer, template: av.video.stream.VideoStream) -> av.stream.Stream:
+    """The output's copy of the segments' video stream, stating their nominal frame rate (Matroska
+    stores it as the default duration; the template's own is the bitstream's tick rate, 1000 fps for
+    x264 at a 1/1000 time base) and the sample entry tag the mov muxers need (``hvc1``)."""
+    video = out.add_stream_from_template(template)
+    if template.average_rate:
+        video.codec_context.framerate = template.average_rate
+    tag = MOV_CODEC_TAGS.get(template.codec_context.name)
+    if tag is not None and out.format.name in MOV_MUXERS:
+        video.codec_context.codec_tag = tag
+    return video
+
+
+def _start_offset(streams: list[av.stream.Stream]) -> Fraction:
+    """Seconds of the source that become the output's 0: the earliest start of ``streams`` when it
+    is after 0 (a source starting before 0, e.g. by AAC priming, is left as it is)."""
+    starts = [stream.start_time * stream.time_base for stream in streams if stream.start_time is not None]
+    return max(Fraction(0), min(starts, default=Fraction(0)))
+
+
+def _shift(packet: av.Packet, offset: Fraction) -> None:
+    """Move ``packet`` ``offset`` seconds earlier, to the tick of its time base."""
+    ticks = round(offset / packet.time_base) if offset else 0
+    if packet.pts is not None:
+        packet.pts -= ticks
+    if packet.dts is not None:
+        packet.dts -= ticks
+
+
+def _copy_container_metadata(
+    out: av.container.OutputContainer, source: av.container.InputContainer, offset: Fraction
 ) -> None:
-    if audio_from is not None and (copy_audio or copy_subtitles):
-        info = probe_video(audio_from)
-        dropped = (info.audio_streams if copy_audio else 0) + (info.subtitle_streams if copy_subtitles else 0)
+    """The source's tags (title, ...), chapters (moved back by ``offset`` seconds, as the streams
+    are) and attachments, which only some muxers hold (dropped with a warning by the others)."""
+    # the muxer names itself as the encoder; the source's would misattribute the file
+    out.metadata.update({key: value for key, value in source.metadata.items() if key.lower() != "encoder"})
+    chapters = source.chapters()
+    for chapter in chapters:
+        ticks = round(offset / chapter["time_base"]) if chapter["time_base"] else 0
+        chapter["start"], chapter["end"] = max(0, chapter["start"] - ticks), max(0, chapter["end"] - ticks)
+    out.set_chapters(chapters)
+    attachments = source.streams.attachments
+    if attachments and out.format.name not in ATTACHMENT_MUXERS:
+        names = ", ".join(a.name or "?" for a in attachments)
+        logger.warning("%s: %s cannot hold attachments; dropped %s", source.name, out.format.name, names)
+        return
+    for attachment in attachments:
+        out.add_attachment(attachment.name, attachment.mimetype, attachment.data)
+
+
+def _concat_frame_folders(
+    segments: list[Path], output: Path, source_path: Path | None, copy_audio: bool, copy_subtitles: bool
+) -> None:
+    if source_path is not None and (copy_audio or copy_subtitles):
+        with _open_input(source_path) as source:  # only the stream counts: no frame to decode
+            streams = source.streams
+            dropped = (len(streams.audio) if copy_audio else 0) + (len(streams.subtitles) if copy_subtitles else 0)
         if dropped:
             # named by the source: ``output`` is still the temporary folder at this point
             logger.warning(
-                "%s: a folder of PNG frames cannot hold audio or subtitles; %d stream(s) dropped", audio_from, dropped
+                "%s: a folder of PNG frames cannot hold audio or subtitles; %d stream(s) dropped", source_path, dropped
             )
     output.mkdir(parents=True, exist_ok=True)
     frames = (frame for segment in segments for frame in sorted(segment.glob("frame_*.png")))
     for index, frame in enumerate(frames):
-        os.replace(frame, output / _FRAME_NAME.format(index=index))
+        # linked, not moved: until the output folder is renamed into place, every segment is
+        # whole, so an interruption here loses no frame
+        target = output / _FRAME_NAME.format(index=index)
+        try:
+            os.link(frame, target)
+        except OSError:  # a file system without hard links (FAT, some network shares)
+            shutil.copyfile(frame, target)
 
 
 def concat_segments(
     segments: list[Path],
     output: Path,
     *,
-    audio_from: Path | None,
+    source: Path | None,
     copy_audio: bool = True,
     copy_subtitles: bool = True,
+    keep_start_time: bool = False,
     format: str | None = None,
 ) -> None:
     """Join segments written by :class:`VideoWriter` into ``output`` without re-encoding video.
 
     Video packets are copied in segment order with their timestamps (already global: the writer
     got the source pts), DTS kept strictly increasing. The audio (``copy_audio``) and subtitle
-    (``copy_subtitles``) streams of ``audio_from`` are copied packet for packet; a stream the
-    output container cannot hold is converted (audio to AAC, text subtitles to mov_text) or
-    dropped, with a logged warning. ``format`` names the muxer (``"mp4"``, ``"matroska"``) when
-    ``output`` carries a temporary suffix. PNG segments (folders) have their frames moved into the
-    ``output`` folder and numbered on across segments. ``output`` is written in place; the caller
-    renames it when complete.
+    (``copy_subtitles``) streams of ``source`` (the video the segments were made from) are copied
+    packet for packet; a stream the output container cannot hold is converted (audio to AAC, text
+    subtitles to mov_text) or dropped, with a logged warning. The source's tags, chapters and
+    attachments (e.g. the fonts of ASS subtitles) are kept where the container holds them.
+
+    The output starts at 0: every stream moves back by the earliest start among the streams
+    written, so a clip cut from a broadcast at 3601 s starts at 0 and its audio keeps its offset to
+    the video. ``keep_start_time`` keeps the source's timestamps instead.
+
+    ``format`` names the muxer (``"mp4"``, ``"matroska"``) when ``output`` carries a temporary
+    suffix. PNG segments (folders) have their frames linked (copied where the file system has no
+    hard links) into the ``output`` folder and numbered on across segments; the segments are left
+    whole. ``output`` is written in place; the caller renames it when complete.
     """
     segments = [Path(s) for s in segments]
     output = Path(output)
     if not segments:
         raise ValueError("concat_segments needs at least one segment")
     if all(s.is_dir() for s in segments):
-        _concat_frame_folders(segments, output, audio_from, copy_audio, copy_subtitles)
+        _concat_frame_folders(segments, output, source, copy_audio, copy_subtitles)
         return
     first = _open_input(segments[0])
-    source = _open_input(Path(audio_from)) if audio_from is not None else None
+    origin = _open_input(Path(source)) if source is not None else None
     try:
-        out = _open_output(output, format, first.streams.video[0].time_base)
+        template = first.streams.video[0]
+        out = _open_output(output, format, template.time_base)
         with out:
-            video = out.add_stream_from_template(first.streams.video[0])
-            copies, transcoders = _add_source_streams(out, source, copy_audio, copy_subtitles) if source else ({}, {})
+            video = _add_video_stream(out, template)
+            copies, transcoders = _add_source_streams(out, origin, copy_audio, copy_subtitles) if origin else ({}, {})
+            written = [template, *(origin.streams[i] for i in (*copies, *transcoders))]
+            offset = Fraction(0) if keep_start_time else _start_offset(written)
             streams = [_segment_packets(segments, first)]
-            if source is not None:
-                streams.append(_source_packets(source, copies, transcoders))
+            if origin is not None:
+                _copy_container_metadata(out, origin, offset)
+                streams.append(_source_packets(origin, copies, transcoders))
             counter = itertools.count()  # tie-breaker: packets themselves are not comparable
             merged = heapq.merge(*[((_time(p), next(counter), p) for p in gen) for gen in streams])
             for _, _, packet in merged:
                 if packet.stream.type == "video":
                     packet.stream = video
+                _shift(packet, offset)
                 out.mux(packet)
     finally:
         first.close()
-        if source is not None:
-            source.close()
+        if origin is not None:
+            origin.close()

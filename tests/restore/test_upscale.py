@@ -15,6 +15,7 @@ import pytest
 
 import cli
 from restore.io.samples import make_sample_video
+from tests.fixtures import corrupt_packet, make_video, unknown_codec
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -217,18 +218,99 @@ def test_output_name_without_a_container_we_write_is_refused_up_front(clip, tmp_
     assert not list(tmp_path.iterdir()), "nothing written, not even partial results"
 
 
-def test_unwritable_output_folder_is_reported(clip, tmp_path):
+def _unwritable_folder(tmp_path: Path) -> Path:
     if os.geteuid() == 0:
-        target = Path("/proc/restore-cannot-write-here")  # root ignores permission bits; /proc refuses everyone
-    else:
-        locked = tmp_path / "locked"
-        locked.mkdir(mode=0o500)
-        target = locked / "sub"
+        return Path("/proc/restore-cannot-write-here")  # root ignores permission bits; /proc refuses everyone
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    return locked / "sub"
+
+
+@pytest.mark.parametrize("where", ["output", "report"])
+def test_an_unwritable_output_folder_or_report_is_refused_before_any_work(clip, tmp_path, capsys, where):
+    # before: the output folder failed file by file; the report failed after all the work, with a traceback
+    bad = _unwritable_folder(tmp_path)
+    out = bad / "out.mp4" if where == "output" else tmp_path / "out.mp4"
+    report = tmp_path / "r.json" if where == "output" else bad / "r.json"
+    assert cli.main(["upscale", str(clip), "-o", str(out), "-q", "--report", str(report)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"restore: error: {bad}: cannot write here") and len(err.strip().splitlines()) == 1, err
+    assert [p.name for p in tmp_path.iterdir()] in ([], ["locked"]), "no work done"
+
+
+def _make_unreadable(path: Path, monkeypatch) -> None:
+    """``chmod 000``. Root reads such a file anyway, so for root FFmpeg's and Python's opens are made
+    to refuse it as the kernel refuses everyone else."""
+    import builtins
+    import errno
+
+    path.chmod(0)
+    if os.geteuid() != 0:
+        return
+
+    def refusing(opener, error):
+        def opened(file, *args, **kwargs):
+            if Path(os.fspath(file)) == path:
+                raise error(errno.EACCES, os.strerror(errno.EACCES), str(path))
+            return opener(file, *args, **kwargs)
+        return opened
+
+    monkeypatch.setattr(av, "open", refusing(av.open, av.error.PermissionError))
+    monkeypatch.setattr(builtins, "open", refusing(builtins.open, PermissionError))
+
+
+def test_unreadable_files_and_unknown_codecs_fail_one_line_each_and_the_batch_goes_on(clip, tmp_path, capsys, monkeypatch):
+    # before: PermissionError and AttributeError in the frame-count pre-pass aborted the batch, no report
+    locked = tmp_path / "locked.mp4"
+    locked.write_bytes(clip.read_bytes())
+    _make_unreadable(locked, monkeypatch)
+    ffv1 = make_video(tmp_path / "ffv1.mkv", frames=2, codec="ffv1").path
+    strange = unknown_codec(ffv1, tmp_path / "strange.mkv")
     report = tmp_path / "r.json"
-    rc = cli.main(["upscale", str(clip), str(clip), "-o", str(target), "-q", "--report", str(report)])
-    assert rc == 1
-    rows = json.loads(report.read_text())["inputs"]
-    assert rows[0]["status"] == "failed" and str(target) in rows[0]["error"]
+    args = ["upscale", str(locked), str(strange), str(clip), "-o", str(tmp_path / "out"), "--scale", "2", "-q"]
+    assert cli.main([*args, "--report", str(report)]) == 1
+    rows = {Path(r["input"]).name: r for r in json.loads(report.read_text())["inputs"]}
+    assert rows["locked.mp4"]["status"] == "failed" and rows["locked.mp4"]["error"] == f"{locked}: cannot read: Permission denied"
+    assert rows["strange.mkv"]["status"] == "failed" and "unknown video codec" in rows["strange.mkv"]["error"]
+    assert rows["clip.mp4"]["status"] == "ok"
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and sum(line.startswith("error: ") for line in err.splitlines()) == 2, err
+
+
+def test_running_out_of_memory_or_a_bug_fails_only_that_file(tmp_path, caplog, monkeypatch):
+    """Memory runs out on one file (a CUDA or a CPU allocation), a bug in restore is met by another:
+    each is that file's failed row, the later files are done; a bug makes the exit code EXIT_BUG."""
+    import torch
+
+    from restore.engine.runner import FrameRunner
+
+    failures = {
+        64: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB.\nGPU 0 has a total capacity ..."),
+        56: MemoryError(),
+        40: ValueError("a stray bug"),
+    }
+    clips = [make_sample_video(tmp_path / f"w{w}.mp4", frames=3, width=w, height=32) for w in (*failures, 48)]
+    forward = FrameRunner._forward
+
+    def failing(self, frames):
+        if frames.shape[-1] in failures:  # the LR width tells the clips apart
+            raise failures[frames.shape[-1]]
+        return forward(self, frames)
+
+    monkeypatch.setattr(FrameRunner, "_forward", failing)
+    report = tmp_path / "r.json"
+    args = ["upscale", *map(str, clips), "-o", str(tmp_path / "out"), "--scale", "2", "-q", "--report", str(report)]
+    assert cli.main(args) == cli.EXIT_BUG
+    rows = [(Path(r["input"]).name, r["status"], r["error"]) for r in json.loads(report.read_text())["inputs"]]
+    hint = "a smaller --tile or --max-pixels needs less"
+    assert rows == [
+        ("w64.mp4", "failed", f"{clips[0]}: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB.); {hint}"),
+        ("w56.mp4", "failed", f"{clips[1]}: out of memory (MemoryError); {hint}"),
+        ("w40.mp4", "failed", f"{clips[2]}: internal error (please report): ValueError: a stray bug"),
+        ("w48.mp4", "ok", None),
+    ]
+    logged = [r for r in caplog.records if r.exc_info]  # the bug's traceback, to report
+    assert len(logged) == 1 and str(logged[0].exc_info[1]) == "a stray bug" and str(clips[2]) in logged[0].message
 
 
 def test_disk_full_mid_write_leaves_no_file_under_the_final_name(clip, tmp_path):
@@ -262,7 +344,7 @@ def _partial_folder(out: Path) -> Path:
 # it waits on stdin, so the test signals a run that is certainly mid-way (no polling, no race).
 _ANNOUNCING_CLI = """
 import sys, cli
-from restore.resume import PartialState
+from restore.segments import SegmentSink as PartialState
 commit = PartialState.commit
 def announced(self, index):
     commit(self, index)
@@ -316,14 +398,16 @@ def test_killed_run_resumes_to_identical_frames(long_clip, tmp_path, codec, suff
     assert audio_packets(out) == audio_packets(long_clip)
 
 
-def test_ctrl_c_keeps_state_for_resume(long_clip, tmp_path):
+@pytest.mark.parametrize("sig,code,how", [(signal.SIGINT, 130, ""), (signal.SIGTERM, 143, " (SIGTERM)")])
+def test_ctrl_c_or_sigterm_keeps_state_for_resume(long_clip, tmp_path, sig, code, how):
+    # before: SIGTERM ended the process on the spot, with no message and no report
     out = tmp_path / "out.mkv"
     report = tmp_path / "r.json"
     args = ["upscale", str(long_clip), "-o", str(out), "--codec", "ffv1", "--segment-frames", "8", "--report", str(report), "-q"]
-    proc = _start_and_kill(args, out, signal.SIGINT)
+    proc = _start_and_kill(args, out, sig)
     stderr = proc.stderr.read()
-    assert proc.returncode == 130, stderr
-    assert stderr.strip() == "restore: interrupted; run the same command with --resume to continue"
+    assert proc.returncode == code, stderr
+    assert stderr.strip() == f"restore: interrupted{how}; run the same command with --resume to continue"
     assert json.loads(report.read_text())["inputs"][0]["status"] == "interrupted"
     assert _partial_folder(out).is_dir() and not out.exists()
     assert cli.main(args[:-1] + ["--resume", "-q"]) == 0
@@ -352,3 +436,151 @@ def test_help_texts_are_for_users():
     assert "_add_" not in top and "``" not in top  # not the module's developer docstring
     upscale = cli.build_parser()._subparsers._group_actions[0].choices["upscale"].format_help()
     assert "upscaling factor (default: 4)" in upscale
+
+
+def test_a_corrupt_packet_keeps_the_finished_segments_and_resume_conceals_it(tmp_path):
+    # before: the error removed the partial folder, throwing the finished segments away
+    made = make_video(tmp_path / "source.mkv", frames=40, codec="mjpeg", pix_fmt="yuvj420p")  # with audio
+    bad = corrupt_packet(made.path, 30, tmp_path / "bad.mkv")
+    out, report = tmp_path / "out.mkv", tmp_path / "r.json"
+    args = ["upscale", str(bad), "-o", str(out), "--scale", "2", "--codec", "ffv1", "--segment-frames", "8", "-q",
+            "--report", str(report)]
+    assert cli.main(args) == 1
+    row = json.loads(report.read_text())["inputs"][0]
+    assert row["status"] == "failed" and "--on-decode-error skip or repeat" in row["error"]
+    assert len(list(_partial_folder(out).glob("seg_*"))) >= 2, "the frames before the bad packet are kept"
+
+    assert cli.main([*args, "--resume", "--on-decode-error", "repeat"]) == 0
+    row = json.loads(report.read_text())["inputs"][0]
+    assert row["status"] == "ok" and row["concealed"] == 1
+    frames = decoded_frames(out)
+    assert len(frames) == 40 and np.array_equal(frames[30], frames[29])
+    with av.open(str(made.path)) as a, av.open(str(out)) as b:  # every frame at its time
+        assert [f.pts for f in a.decode(video=0)] == [f.pts for f in b.decode(video=0)]
+    assert audio_packets(out) == audio_packets(bad)
+
+
+def test_an_unknown_decode_error_policy_is_refused_by_the_api_too():
+    from restore.api import UpscaleOptions
+    from restore.errors import OptionError
+
+    with pytest.raises(OptionError, match="--on-decode-error must be one of fail, skip, repeat, got 'ignore'"):
+        UpscaleOptions(on_decode_error="ignore")
+
+
+class _InterruptedAfter:
+    """``os`` for ``restore.io.video`` whose ``link`` and ``replace`` (how frames go into the output
+    folder) raise ``KeyboardInterrupt`` after ``n`` calls: Ctrl-C part-way through publishing."""
+
+    def __init__(self, n: int):
+        self.left = n
+
+    def __getattr__(self, name: str):
+        return getattr(os, name)
+
+    def _tick(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise KeyboardInterrupt
+
+    def link(self, *args) -> None:
+        self._tick()
+        os.link(*args)
+
+    def replace(self, *args) -> None:
+        self._tick()
+        os.replace(*args)
+
+
+def test_ctrl_c_while_frames_are_published_loses_none(clip, tmp_path, monkeypatch):
+    # before: frames were moved out of the segments; an interruption lost them, and --resume
+    # published the rest, renumbered, as "ok"
+    import restore.io.video
+
+    args = ["upscale", str(clip), "--scale", "2", "--codec", "png", "--segment-frames", "8", "-q"]
+    reference, out = tmp_path / "reference", tmp_path / "out"
+    assert cli.main([*args, "-o", str(reference)]) == 0
+    with monkeypatch.context() as patch:
+        patch.setattr(restore.io.video, "os", _InterruptedAfter(10))
+        assert cli.main([*args, "-o", str(out)]) == 130
+    assert not out.exists()
+    assert cli.main([*args, "-o", str(out), "--resume"]) == 0
+    names = sorted(p.name for p in reference.iterdir())
+    assert len(names) == 20 and sorted(p.name for p in out.iterdir()) == names
+    assert all((reference / n).read_bytes() == (out / n).read_bytes() for n in names)
+
+
+# `restore` killed (SIGKILL: no cleanup runs) while it joins the segments into the output
+_KILLED_IN_THE_JOIN = """
+import os, signal, sys, cli
+import restore.io.video
+def killed(segments, output, **kwargs):
+    output.write_bytes(b"the first part of a large video")
+    os.kill(os.getpid(), signal.SIGKILL)
+restore.io.video.concat_segments = killed
+sys.exit(cli.main())
+"""
+
+
+def test_a_kill_during_the_final_join_leaves_nothing_that_resume_does_not_clean_up(clip, tmp_path):
+    # before: the output-sized temporary file beside the output stayed there for good
+    out = tmp_path / "out.mp4"
+    args = ["upscale", str(clip), "-o", str(out), "--scale", "2", "--segment-frames", "8", "-q"]
+    proc = subprocess.run([sys.executable, "-c", _KILLED_IN_THE_JOIN, *args], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [_partial_folder(out).name]
+    assert cli.main([*args, "--resume"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
+    assert len(decoded_frames(out)) == 20
+
+
+def test_a_final_join_without_room_on_disk_is_refused_before_it_starts(clip, tmp_path, monkeypatch):
+    # before: nothing checked; the join, which copies every segment, ran into the full disk
+    import shutil
+    from collections import namedtuple
+
+    out, report = tmp_path / "out.mp4", tmp_path / "r.json"
+    args = ["upscale", str(clip), "-o", str(out), "--scale", "2", "-q", "--report", str(report)]
+    usage = namedtuple("usage", "total used free")
+    with monkeypatch.context() as patch:
+        patch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+        assert cli.main(args) == 1
+    error = json.loads(report.read_text())["inputs"][0]["error"]
+    assert error.startswith(f"{out}: joining the segments needs ") and error.endswith("MB left; free some and --resume")
+    assert not out.exists() and list(_partial_folder(out).glob("seg_*"))
+    assert cli.main([*args, "--resume"]) == 0
+
+
+def test_an_output_that_is_an_input_is_refused(clip, tmp_path, capsys):
+    # before: --overwrite replaced the original, --resume took it for a finished output
+    original = tmp_path / "a.mp4"
+    original.write_bytes(clip.read_bytes())
+    for flag in ("--overwrite", "--resume"):
+        assert cli.main(["upscale", str(original), "-o", str(original), flag, "-q"]) == 1
+        assert capsys.readouterr().err.strip() == f"error: {original}: the output {original} is an input; choose another output"
+    assert original.read_bytes() == clip.read_bytes()
+
+
+def test_an_output_folder_inside_an_input_folder_is_refused(clip, tmp_path, capsys):
+    # before: the outputs were found as inputs, and upscaled again, by --resume or the next run
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.mp4").write_bytes(clip.read_bytes())
+    for out in (tmp_path / "in" / "up", tmp_path / "in"):
+        assert cli.main(["upscale", str(tmp_path / "in"), "-o", str(out), "-q"]) == 1
+        assert capsys.readouterr().err.strip() == (
+            f"restore: error: {out}: is inside the input folder {tmp_path / 'in'}: its outputs would be upscaled "
+            "again on --resume; choose an output folder outside it"
+        )
+    assert [p.name for p in (tmp_path / "in").iterdir()] == ["a.mp4"]
+
+
+def test_two_inputs_for_one_output_name_say_so(clip, tmp_path, capsys):
+    # before: the second input's failure was in the report only, not a word on the console
+    for folder in ("x", "y"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "a.mp4").write_bytes(clip.read_bytes())
+    first, second, out = tmp_path / "x" / "a.mp4", tmp_path / "y" / "a.mp4", tmp_path / "out"
+    assert cli.main(["upscale", str(first), str(second), "-o", str(out), "--scale", "2", "-q"]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {second}: output {out / 'a.mp4'} collides with the output of {first}"
+    assert len(decoded_frames(out / "a.mp4")) == 20
+

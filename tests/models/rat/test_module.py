@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models.rat import RATModule
-from models.rat.module import sliding_window_restore
+from models.tiling import sliding_window_restore
 
 
 def _batch(scale: int = 1, size: int = 16):

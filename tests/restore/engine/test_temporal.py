@@ -78,6 +78,31 @@ def test_skipping_done_chunks_gives_the_same_remaining_frames(skip):
     assert len(calls) == len(expected)
 
 
+@pytest.mark.parametrize("chunk,overlap", [(6, 2), (6, 3), (6, 4), (5, 3), (8, 7)])
+@pytest.mark.parametrize("first_needed", [1, 2, 3, 6])
+def test_resume_is_identical_when_the_overlap_is_more_than_the_stride(chunk, overlap, first_needed):
+    """With an overlap above half the chunk a frame is cross-faded from more than two chunks, so
+    resume must run every chunk whose output reaches the first needed one (ceil(K/S) of them)."""
+    frames = _frames(30)
+    plan = ChunkPlan(chunk, overlap)
+    full = list(stream_chunks(frames, plan, _temporal))
+    resumed = list(stream_chunks(frames, plan, _temporal, needs=lambda c: c >= first_needed))
+    assert [r.index for r in resumed] == [r.index for r in full]
+    for a, b in zip(full[first_needed:], resumed[first_needed:]):
+        torch.testing.assert_close(b.frames, a.frames, rtol=0, atol=0)
+
+
+def test_chunks_without_overlap_need_no_chunk_before_them_on_resume():
+    calls = []
+
+    def counting(fs):
+        calls.append(len(fs))
+        return _temporal(fs)
+
+    list(stream_chunks(_frames(20), ChunkPlan(4, 0), counting, needs=lambda c: c >= 3))
+    assert len(calls) == 2  # chunks 3 and 4 only: nothing is cross-faded into chunk 3
+
+
 def test_only_one_chunk_of_frames_is_held():
     held = []
 

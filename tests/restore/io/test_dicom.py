@@ -13,7 +13,10 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from restore.errors import InputError
-from restore.io.dicom import FileRef, discover, inspect_file, read_instance_frames, read_series_volume
+from restore.io.dicom import (
+    FileRef, discover, inspect_file, padding_mask, read_instance_frames, read_series_volume, stored_frames, to_units,
+)
+from tests.dicom_study import CT_PADDING, ct_with_padding
 
 
 def bundled(name: str) -> Path:
@@ -154,3 +157,66 @@ def test_duplicate_instances_in_another_syntax_kept_once(tmp_path):
 def test_missing_input_raises(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         discover([tmp_path / "absent"])
+
+
+def test_links_to_folders_are_followed_without_loops_and_broken_links_reported(tmp_path):
+    write_ct_series(tmp_path / "elsewhere" / "ct", [0.0, 2.5, 5.0])
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "ct").symlink_to(tmp_path / "elsewhere" / "ct", target_is_directory=True)
+    (root / "again").symlink_to(tmp_path / "elsewhere", target_is_directory=True)  # the same files a second way
+    (root / "loop").symlink_to(root, target_is_directory=True)
+    (root / "gone").symlink_to(tmp_path / "deleted.dcm")
+    found = discover([root])
+    assert [len(s.slices) for s in found.series] == [3]  # each file once, through the first link
+    (broken,) = found.skipped
+    assert broken.ref.path == root / "gone" and broken.kind == "broken-link"
+
+
+def _dicomdir_copy(folder: Path) -> Path:
+    """pydicom's DICOMDIR and one patient's 17 MR files, the folder of 7 of them in lower case
+    (as a copy of a CD on a case-sensitive disk); the other patients' files are absent."""
+    source = bundled("CT_small.dcm").parent / "dicomdirtests"
+    shutil.copy(source / "DICOMDIR", folder / "DICOMDIR")
+    shutil.copytree(source / "98892003", folder / "98892003")
+    (folder / "98892003" / "MR700").rename(folder / "98892003" / "mr700")
+    return folder / "DICOMDIR"
+
+
+def test_a_dicomdir_given_as_input_brings_the_files_it_lists(tmp_path):
+    found = discover([_dicomdir_copy(tmp_path)])
+    assert {s.modality for s in found.series} == {"MR"} and sum(len(s.slices) for s in found.series) == 17
+    assert [k.ref.path.name for k in found.skipped if k.kind == "non-image"] == ["DICOMDIR"]
+    assert all("98892003" not in str(k.ref) for k in found.skipped)
+
+
+def test_dicomdir_file_ids_in_another_case_are_listed_once(tmp_path):
+    _dicomdir_copy(tmp_path)
+    found = discover([tmp_path])
+    assert sum(len(s.slices) for s in found.series) == 17
+    listed = [str(r).casefold() for r in found.files]
+    assert len(listed) == len(set(listed))  # no file both processed and "referenced by DICOMDIR but missing"
+
+
+def test_the_same_uid_with_other_content_is_a_conflict_not_a_duplicate(tmp_path):
+    shutil.copy(bundled("CT_small.dcm"), tmp_path / "a")
+    ds = pydicom.dcmread(bundled("CT_small.dcm"))
+    ds.PixelData = (ds.pixel_array + 1).tobytes()  # another version of the instance
+    ds.save_as(tmp_path / "b")
+    shutil.copy(bundled("MR_small.dcm"), tmp_path / "c")
+    shutil.copy(bundled("MR_small_jp2klossless.dcm"), tmp_path / "d")  # the same instance, other syntax
+    found = discover([tmp_path])
+    assert sorted(i.ref.path.name for s in found.series for i in s.instances) == ["a", "c"]
+    kinds = {k.ref.path.name: k.kind for k in found.skipped}
+    assert kinds == {"b": "conflict", "d": "duplicate"}
+
+
+def test_padding_mask_marks_padding_in_the_units_of_the_pixels():
+    ds = ct_with_padding()
+    stored = stored_frames(ds)
+    hu = to_units(ds, stored, "HU")
+    assert np.array_equal(padding_mask(ds, hu, "HU"), stored == CT_PADDING)
+    ds.PixelPaddingRangeLimit = 200  # padding from -2000 to 200 stored: also the dimmest tissue
+    assert np.array_equal(padding_mask(ds, hu, "HU"), (stored >= CT_PADDING) & (stored <= 200))
+    del ds.PixelPaddingValue
+    assert padding_mask(ds, hu, "HU") is None

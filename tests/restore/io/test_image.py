@@ -11,8 +11,8 @@ import torch
 from PIL import Image, ImageOps
 
 from restore.errors import InputError, OutputError
-from restore.io.image import is_image, is_video, read_image, write_image
-from tests.fixtures import make_frames
+from restore.io.image import ImageMetadata, read_image, read_image_metadata, write_image
+from tests.fixtures import PHOTO_DPI, PHOTO_MAKE, make_frames, make_photo
 
 
 @pytest.mark.parametrize("suffix", [".png", ".tif"])
@@ -83,6 +83,46 @@ def test_exif_orientation_is_applied(tmp_path, orientation):
     assert np.array_equal(read_image(tmp_path / "a.png").numpy(), expected)
 
 
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_metadata_is_read_with_the_orientation_reset(tmp_path, suffix):
+    _, profile = make_photo(tmp_path / f"a{suffix}", orientation=6)
+    metadata = read_image_metadata(tmp_path / f"a{suffix}")
+    assert metadata.icc_profile == profile and metadata.dpi == pytest.approx(PHOTO_DPI, rel=1e-3)
+    exif = Image.Exif()
+    exif.load(b"Exif\x00\x00" + metadata.exif)
+    assert exif[0x0112] == 1 and exif[0x010F] == PHOTO_MAKE  # read_image turns the pixels upright
+
+
+def test_metadata_of_a_plain_image_is_empty(tmp_path):
+    write_image(tmp_path / "a.png", torch.zeros(3, 3, 3, dtype=torch.uint8))
+    assert read_image_metadata(tmp_path / "a.png") == ImageMetadata()
+
+
+def test_a_tiffs_own_tags_are_not_taken_for_exif(tmp_path):
+    write_image(tmp_path / "a.tif", torch.zeros(3, 3, 3, dtype=torch.uint8))  # strip offsets, sizes
+    assert read_image_metadata(tmp_path / "a.tif").exif is None
+
+
+@pytest.mark.parametrize(
+    ("suffix", "deep", "embeds", "has_dpi"),
+    [(".png", False, True, True), (".png", True, True, True), (".jpg", False, True, True),
+     (".webp", False, True, False), (".tif", True, False, True)],
+)
+def test_write_keeps_the_icc_profile_dpi_and_exif(tmp_path, caplog, suffix, deep, embeds, has_dpi):
+    _, profile = make_photo(tmp_path / "src.jpg")
+    metadata = read_image_metadata(tmp_path / "src.jpg")
+    image = torch.from_numpy(make_frames(1, 9, 11, deep=deep)[0])
+    with caplog.at_level(logging.WARNING, logger="restore.io"):
+        write_image(tmp_path / f"out{suffix}", image, metadata)
+    with Image.open(tmp_path / f"out{suffix}") as out:
+        assert (out.info.get("icc_profile") == profile) == embeds
+        assert (out.getexif().get(0x010F) == PHOTO_MAKE) == embeds
+        assert (out.info.get("dpi") == pytest.approx(PHOTO_DPI, rel=1e-3)) == has_dpi
+    lost = [what for what, kept in [("ICC profile and EXIF", embeds), ("DPI", has_dpi)] if not kept]
+    assert (f"cannot hold the input's {' and '.join(lost)}; dropped" in caplog.text) == bool(lost)
+    assert torch.equal(read_image(tmp_path / f"out{suffix}"), image) or suffix in (".jpg", ".webp")
+
+
 def test_write_replaces_existing_file(tmp_path):
     write_image(tmp_path / "a.png", torch.zeros(3, 3, 3, dtype=torch.uint8))
     write_image(tmp_path / "a.png", torch.full((3, 3, 3), 7, dtype=torch.uint8))
@@ -116,8 +156,3 @@ def test_missing_empty_corrupt_and_unsupported(tmp_path):
     (tmp_path / "a.gif").write_bytes(b"GIF89a")
     with pytest.raises(InputError, match="unsupported image type"):
         read_image(tmp_path / "a.gif")
-
-
-def test_kind_by_extension():
-    assert is_image("a/B.JPG") and is_image("x.tiff") and not is_image("x.mp4")
-    assert is_video("clip.MKV") and is_video("c.m4v") and not is_video("c.png") and not is_video("noext")

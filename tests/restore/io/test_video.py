@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from fractions import Fraction
 from pathlib import Path
@@ -13,8 +14,13 @@ import torch
 
 from restore.errors import InputError, OutputError
 from restore.io.image import read_image
-from restore.io.video import VideoReader, VideoWriter, concat_segments, probe_video
-from tests.fixtures import SUBTITLE_CUES, make_audio_only, make_frames, make_video, packet_bytes, truncate
+from restore.io.video import VideoReader, VideoWriter, concat_segments, display_losses, probe_video
+from tests.fixtures import (
+    CONTENT_LIGHT, FONT, MASTER_DISPLAY, SUBTITLE_CUES, corrupt_packet, make_audio_only, make_frames,
+    make_hdr10_video, make_video, packet_bytes, stream_starts, truncate, unknown_codec,
+)
+
+needs_x265 = pytest.mark.skipif("libx265" not in av.codecs_available, reason="this FFmpeg has no libx265")
 
 
 def read_all(path: Path) -> tuple[list[np.ndarray], list[int]]:
@@ -50,6 +56,16 @@ def video_packets(path: Path) -> list[tuple[int, int]]:
         return [(p.pts, p.dts) for p in container.demux(container.streams.video[0]) if p.size]
 
 
+def video_tag(path: Path) -> str:
+    with av.open(str(path)) as container:
+        return container.streams.video[0].codec_context.codec_tag
+
+
+def chapter_list(container: av.container.InputContainer) -> list[tuple[Fraction, str]]:
+    """(start in seconds, title) of each chapter."""
+    return [(c["start"] * c["time_base"], c["metadata"].get("title")) for c in container.chapters()]
+
+
 # ----------------------------------------------------------------------------- probe
 
 
@@ -67,6 +83,22 @@ def test_probe_matroska_has_no_frame_count_but_a_duration(tmp_path):
     make_video(tmp_path / "a.mkv", frames=10, codec="ffv1")
     info = probe_video(tmp_path / "a.mkv")
     assert info.frames is None and info.duration == pytest.approx(10 / 25)
+
+
+@needs_x265
+def test_probe_reads_aspect_colour_tags_and_hdr_metadata(tmp_path):
+    make_hdr10_video(tmp_path / "hdr.mkv", frames=3, audio=False)
+    display = probe_video(tmp_path / "hdr.mkv").display
+    assert display.sample_aspect_ratio == Fraction(4, 3)
+    assert (display.primaries, display.transfer, display.matrix) == (9, 16, 9)
+    assert display.mastering.sei() == MASTER_DISPLAY and display.content_light == CONTENT_LIGHT
+
+
+def test_probe_of_an_untagged_clip_has_square_pixels_and_no_colour_tags(tmp_path):
+    make_video(tmp_path / "a.mkv", frames=2, audio=False)
+    display = probe_video(tmp_path / "a.mkv").display
+    assert display.sample_aspect_ratio is None and display.mastering is None
+    assert (display.primaries, display.transfer, display.matrix) == (2, 2, 2)  # unspecified
 
 
 # ----------------------------------------------------------------------------- round trips
@@ -189,6 +221,25 @@ def test_odd_size_switches_to_444_and_keeps_every_pixel(tmp_path, caplog):
     assert np.abs(decoded[0].astype(int) - frames[0]).mean() < 2  # crf 0 4:4:4: only YUV rounding
 
 
+@needs_x265
+@pytest.mark.parametrize(("codec", "suffix"), [("libx265", ".mp4"), ("libx264", ".mkv"), ("ffv1", ".mkv")])
+def test_writer_carries_the_display_metadata_and_converts_with_its_matrix(tmp_path, codec, suffix):
+    display = probe_video(make_hdr10_video(tmp_path / "hdr.mkv", frames=2, audio=False).path).display
+    colour = np.array([50000, 20000, 30000], np.uint16)  # a PQ-coded colour, RGB over 16 bits
+    out = tmp_path / f"o{suffix}"
+    encode(out, [np.broadcast_to(colour, (48, 64, 3))] * 2, [0, 1], codec=codec, bit_depth=10, display=display)
+
+    info = probe_video(out)
+    if codec == "ffv1":  # FFV1 in Matroska: the colour tags only
+        assert display_losses(codec, display) == ["sample aspect ratio", "HDR mastering metadata"]
+        display = dataclasses.replace(display, sample_aspect_ratio=None, mastering=None, content_light=None)
+    else:
+        assert display_losses(codec, display) == []
+    assert info.bit_depth == 10 and info.display == display
+    # converted with the BT.2020 matrix it is tagged with (a BT.709 conversion is off by thousands)
+    assert np.abs(read_all(out)[0][1][8:40, 8:56].astype(int) - colour).max() <= 3 * 64
+
+
 # ----------------------------------------------------------------------------- concatenation
 
 
@@ -199,7 +250,7 @@ def test_concat_of_segments_equals_one_piece_ffv1_with_audio_and_subtitles(tmp_p
     opts = dict(fps=info.fps, time_base=info.time_base, codec="ffv1")
     encode(tmp_path / "one.mkv", frames, pts, **opts)
     segments = write_segments(tmp_path, frames, pts, 3, ".mkv", **opts)
-    concat_segments(segments, tmp_path / "out.mkv", audio_from=source.path)
+    concat_segments(segments, tmp_path / "out.mkv", source=source.path)
 
     joined, joined_pts = read_all(tmp_path / "out.mkv")
     whole, whole_pts = read_all(tmp_path / "one.mkv")
@@ -217,7 +268,7 @@ def test_concat_libx264_with_bframes_is_decodable_with_increasing_dts(tmp_path):
     info = probe_video(source.path)
     segments = write_segments(tmp_path, frames, pts, 3, ".mp4", fps=info.fps, time_base=info.time_base, crf=23)
     assert any(p != d for p, d in video_packets(segments[0])), "expected B-frames (reordered pts/dts)"
-    concat_segments(segments, tmp_path / "out.part", audio_from=source.path, format="mp4")
+    concat_segments(segments, tmp_path / "out.part", source=source.path, format="mp4")
 
     dts = [d for _, d in video_packets(tmp_path / "out.part")]
     assert all(b > a for a, b in zip(dts, dts[1:]))
@@ -234,7 +285,7 @@ def test_concat_converts_what_mp4_cannot_hold(tmp_path, caplog):
     opts = dict(fps=info.fps, time_base=info.time_base, preset="ultrafast")
     segments = write_segments(tmp_path, frames, pts, 2, ".mkv", **opts)
     with caplog.at_level(logging.WARNING, logger="restore.io"):
-        concat_segments(segments, tmp_path / "out.mp4", audio_from=source.path)
+        concat_segments(segments, tmp_path / "out.mp4", source=source.path)
     assert "re-encoding it as aac" in caplog.text and "converting it to mov_text" in caplog.text
     with av.open(str(tmp_path / "out.mp4")) as container:
         assert container.streams.audio[0].codec_context.name == "aac"
@@ -249,11 +300,80 @@ def test_concat_converts_what_mp4_cannot_hold(tmp_path, caplog):
     assert len(read_all(tmp_path / "out.mp4")[0]) == 6
 
 
+def test_concat_starts_at_zero_and_keeps_the_audio_offset(tmp_path):
+    # a clip cut from a broadcast: the first frame at 3601 s, the audio 0.2 s after it
+    source = make_video(tmp_path / "s.ts", frames=50, first_pts=3601 * 25, audio_delay=0.2)
+    frames, pts = read_all(source.path)
+    info = probe_video(source.path)
+    segments = write_segments(tmp_path, frames, pts, 2, ".mp4", fps=info.fps, time_base=info.time_base, preset="ultrafast")
+    concat_segments(segments, tmp_path / "out.mp4", source=source.path)
+
+    before, after = stream_starts(source.path), stream_starts(tmp_path / "out.mp4")
+    assert before["video"] == 3601 and after["video"] == 0
+    assert after["audio"] == pytest.approx(before["audio"] - before["video"], abs=1e-3)
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        assert container.duration / av.time_base == pytest.approx(2, abs=0.05)
+        assert next(container.decode(video=0)).time == 0
+
+
+def test_concat_can_keep_the_start_time(tmp_path):
+    source = make_video(tmp_path / "s.mkv", frames=10, first_pts=50, audio_delay=0.2)
+    frames, pts = read_all(source.path)
+    segments = write_segments(tmp_path, frames, pts, 2, ".mkv", time_base=Fraction(1, 1000), preset="ultrafast")
+    concat_segments(segments, tmp_path / "out.mkv", source=source.path, keep_start_time=True)
+    assert stream_starts(tmp_path / "out.mkv") == pytest.approx(stream_starts(source.path), abs=1e-3)
+    assert read_all(tmp_path / "out.mkv")[1] == pts
+
+
+def test_concat_states_the_nominal_frame_rate_in_matroska(tmp_path):
+    # x264 at Matroska's 1/1000 time base signals a 1000 Hz tick, which the muxer took as the rate
+    source = make_video(tmp_path / "s.mkv", frames=6, audio=False)
+    frames, pts = read_all(source.path)
+    info = probe_video(source.path)
+    segments = write_segments(tmp_path, frames, pts, 2, ".mkv", fps=info.fps, time_base=info.time_base, preset="ultrafast")
+    concat_segments(segments, tmp_path / "out.mkv", source=source.path)
+    with av.open(str(tmp_path / "out.mkv")) as container:
+        video = container.streams.video[0]
+        # the average rate a demuxer reports (ffprobe's avg_frame_rate) is Matroska's default duration
+        assert (video.average_rate, video.guessed_rate, video.base_rate) == (25, 25, 25)
+
+
+@needs_x265
+def test_concat_tags_hevc_in_mp4_as_hvc1(tmp_path):
+    segments = write_segments(tmp_path, make_frames(4, 48, 64), [0, 1, 2, 3], 2, ".mp4", codec="libx265")
+    assert video_tag(segments[0]) == "hev1"  # FFmpeg's default, which Apple's players refuse
+    concat_segments(segments, tmp_path / "out.mp4", source=None)
+    assert video_tag(tmp_path / "out.mp4") == "hvc1"
+    assert len(read_all(tmp_path / "out.mp4")[0]) == 4
+
+
+def test_concat_keeps_tags_chapters_and_attachments(tmp_path, caplog):
+    source = make_video(
+        tmp_path / "s.mkv", frames=50, subtitles=True, tags={"title": "Holiday", "ARTIST": "Me"},
+        chapters=[(0, 1, "Beach"), (1, 2, "Sunset")], attachments=[FONT],
+    )
+    frames, pts = read_all(source.path)
+    segments = write_segments(tmp_path, frames, pts, 2, ".mkv", time_base=Fraction(1, 1000), preset="ultrafast")
+    concat_segments(segments, tmp_path / "out.mkv", source=source.path)
+    with av.open(str(tmp_path / "out.mkv")) as container:
+        assert container.metadata["title"] == "Holiday" and container.metadata["ARTIST"] == "Me"
+        assert chapter_list(container) == [(0, "Beach"), (1, "Sunset")]
+        [font] = container.streams.attachments
+        assert (font.name, font.mimetype, font.data) == FONT
+
+    with caplog.at_level(logging.WARNING, logger="restore.io"):
+        concat_segments(segments, tmp_path / "out.mp4", source=source.path)
+    assert "mp4 cannot hold attachments; dropped DejaVuSans.ttf" in caplog.text
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        assert container.metadata["title"] == "Holiday"
+        assert chapter_list(container) == [(0, "Beach"), (1, "Sunset")]
+
+
 def test_concat_without_audio(tmp_path):
     source = make_video(tmp_path / "s.mkv", frames=4, codec="ffv1")
     frames, pts = read_all(source.path)
     segments = write_segments(tmp_path, frames, pts, 2, ".mkv", time_base=Fraction(1, 1000), codec="ffv1")
-    concat_segments(segments, tmp_path / "out.mkv", audio_from=source.path, copy_audio=False)
+    concat_segments(segments, tmp_path / "out.mkv", source=source.path, copy_audio=False)
     assert probe_video(tmp_path / "out.mkv").audio_streams == 0
     assert read_all(tmp_path / "out.mkv")[1] == pts
 
@@ -263,7 +383,7 @@ def test_png_frames_are_16bit_and_concat_moves_them(tmp_path, caplog):
     frames, pts = read_all(source.path)
     segments = write_segments(tmp_path, frames, pts, 2, "_png", codec="png", bit_depth=10)
     with caplog.at_level(logging.WARNING, logger="restore.io"):
-        concat_segments(segments, tmp_path / ".out.partial", audio_from=source.path)
+        concat_segments(segments, tmp_path / ".out.partial", source=source.path)
     # named by the source, not by the temporary folder the caller renames afterwards
     assert f"{source.path}: a folder of PNG frames cannot hold audio" in caplog.text
     (tmp_path / ".out.partial").rename(tmp_path / "out")
@@ -398,3 +518,30 @@ for rep in range(20):
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-500:]
+
+
+def test_reader_conceals_a_corrupt_packet_as_told(tmp_path):
+    made = make_video(tmp_path / "c.mkv", frames=30, codec="mjpeg", pix_fmt="yuvj420p", audio=False)
+    bad = corrupt_packet(made.path, 12, tmp_path / "bad.mkv")
+    clean = list(VideoReader(made.path))
+    stamps = [pts for _, pts in clean]
+    with pytest.raises(InputError, match=r"decoded \d+ frames before error: .*--on-decode-error skip or repeat"):
+        list(VideoReader(bad))
+
+    skipping = VideoReader(bad, on_error="skip")
+    kept = list(skipping)
+    assert skipping.concealed == 1
+    assert [pts for _, pts in kept] == stamps[:12] + stamps[13:]  # the others keep their time
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(kept, clean[:12] + clean[13:]))
+
+    repeating = VideoReader(bad, on_error="repeat")
+    filled = list(repeating)
+    assert repeating.concealed == 1
+    assert [pts for _, pts in filled] == stamps
+    assert torch.equal(filled[12][0], clean[11][0]) and torch.equal(filled[13][0], clean[13][0])
+
+
+def test_probe_of_a_codec_ffmpeg_does_not_know(tmp_path):
+    made = make_video(tmp_path / "c.mkv", frames=2, codec="ffv1", audio=False)
+    with pytest.raises(InputError, match="unknown video codec"):
+        probe_video(unknown_codec(made.path, tmp_path / "unknown.mkv"))

@@ -1,10 +1,12 @@
-"""restore dicom end to end (restore.dicom_job through the CLI), with the identity model."""
+"""restore dicom end to end (restore.dicom.job through the CLI), with the identity model."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from cli import main
+from tests.dicom_study import cr, write_study
 
 PHI = {"PatientName": "Doe^Jane", "PatientID": "PID-884422", "PatientBirthDate": "19700101"}
 
@@ -218,3 +221,148 @@ def test_a_task_processes_its_own_modality_and_excludes_the_others(tmp_path, mix
     other.mkdir()
     shutil.copy(get_testdata_file("MR_small.dcm"), other / "mr")
     assert run([ct_only, other, "-o", tmp_path / "out2", "--task", "ct-denoise", "--model", "identity", "-q"]) == 0
+
+
+def test_sr_x2_refuses_an_object_it_cannot_resample_with_its_reason(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cr().save_as(folder / "plain", enforce_file_format=True)
+    shuttered = cr()
+    shuttered.ShutterShape = "CIRCULAR"
+    shuttered.CenterOfCircularShutter, shuttered.RadiusOfCircularShutter = [32, 32], 30
+    shuttered.save_as(folder / "shuttered", enforce_file_format=True)
+    report_path = tmp_path / "r.json"
+    assert run([folder, "-o", tmp_path / "out", "--task", "sr-x2", "-q", "--report", report_path]) == 2
+    report = json.loads(report_path.read_text())
+    status = {Path(f["path"]).name: (f["status"], f["kind"], f["reason"]) for f in report["files"]}
+    assert status["plain"] == ("processed", None, None)
+    reason = "not resampled: its display shutter (ShutterShape) is in pixels of the original image and would no longer match"
+    assert status["shuttered"] == ("skipped", "unsupported", reason)
+    assert sorted((s["status"], s["reason"]) for s in report["series"]) == [("processed", None), ("skipped", reason)]
+
+
+def _dciodvfy(path: Path) -> set[str]:
+    """dciodvfy's errors and warnings about ``path``, without the values they quote."""
+    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120)
+    lines = (result.stdout + result.stderr).splitlines()
+    return {re.sub(r"\[\d+\] = <.*?>", "", line).strip() for line in lines if line.startswith(("Error", "Warning"))}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="needs dciodvfy (Debian dicom3tools: `make dicom3tools`)")
+@pytest.mark.parametrize("task", ["ct-denoise", "sr-x2"])
+def test_outputs_add_no_dciodvfy_error_or_warning_over_their_inputs(tmp_path, task):
+    """Every object of a small study (CT with padding, MR, NM, CR, multi-frame US with regions,
+    Enhanced CT and MR, RGB secondary capture) through `restore dicom`: what dciodvfy finds in each
+    output, it already found in its input."""
+    paths = write_study(tmp_path / "in")
+    out, report_path = tmp_path / "out", tmp_path / "r.json"
+    model = ["--model", "identity"] if task != "sr-x2" else []
+    assert run([tmp_path / "in", "-o", out, "--task", task, *model, "--modalities", "any", "-q",
+                "--report", report_path]) == 0
+    report = json.loads(report_path.read_text())
+    assert sorted(Path(f["path"]).stem for f in report["files"] if f["status"] == "processed") == sorted(paths)
+    added = {Path(f["path"]).stem: sorted(_dciodvfy(out / f["output"]) - _dciodvfy(Path(f["path"])))
+             for f in report["files"]}
+    assert added == {name: [] for name in paths}
+
+
+@pytest.mark.parametrize("content", ["ct, --modalities XYZ", "empty folder", "no DICOM"])
+def test_a_job_that_processes_nothing_exits_1(tmp_path, content, capsys):
+    folder, options = tmp_path / "in", []
+    folder.mkdir()
+    if content.startswith("ct"):
+        write_ct_series(folder, [0.0], [1])
+        options = ["--modalities", "XYZ"]
+    elif content == "no DICOM":
+        (folder / "notes.txt").write_text("not an image")
+    report = tmp_path / "r.json"
+    assert run([folder, "-o", tmp_path / "out", "--task", "ct-denoise", "--model", "identity", "--report", report,
+                *options]) == 1
+    assert json.loads(report.read_text())["exit_code"] == 1
+    assert "nothing processed: " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case", ["OUTDIR is a file", "--report folder missing", "--batch-size 0"])
+def test_unusable_destinations_and_settings_are_one_line_errors_before_any_work(tmp_path, case, capsys, monkeypatch):
+    import restore.dicom.job as job
+
+    write_ct_series(tmp_path / "in", [0.0], [1])
+    out, options = tmp_path / "out", []
+    if case == "OUTDIR is a file":
+        out.write_text("")
+        message = f"{out}: is a file, not a folder"
+    elif case == "--report folder missing":
+        options = ["--report", tmp_path / "absent" / "r.json"]
+        message = f"{tmp_path / 'absent' / 'r.json'}: --report: folder {tmp_path / 'absent'} does not exist"
+    else:
+        options = ["--batch-size", "0"]
+        message = "--batch-size must be at least 1, got 0"
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the inputs were read before the settings were checked")
+
+    monkeypatch.setattr(job, "discover", no_work)
+    assert run([tmp_path / "in", "-o", out, "--task", "ct-denoise", "--model", "identity", "-q", *options]) == 1
+    assert capsys.readouterr().err == f"restore: error: {message}\n"
+    assert out.is_file() if case == "OUTDIR is a file" else not out.exists()
+
+
+def test_ctrl_c_is_one_line_and_exit_code_130(tmp_path, capsys, monkeypatch):
+    import restore.dicom.runner as runner
+
+    def interrupted(instance):
+        raise KeyboardInterrupt
+
+    write_ct_series(tmp_path / "in", [0.0], [1])
+    monkeypatch.setattr(runner, "read_instance_frames", interrupted)
+    try:
+        code = run([tmp_path / "in", "-o", tmp_path / "out", "--task", "ct-denoise", "--model", "identity", "-q"])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped as a traceback")
+    assert code == 130 and capsys.readouterr().err == "restore: interrupted\n"
+
+
+def derived_uids(out: Path) -> set[tuple[str, str]]:
+    return {(str(d.SeriesInstanceUID), str(d.SOPInstanceUID)) for d in map(pydicom.dcmread, out.rglob("*.dcm"))}
+
+
+def test_derived_uids_are_the_same_in_every_run_of_the_same_settings(tmp_path):
+    write_ct_series(tmp_path / "in", [0.0, 2.5], [1, 2])
+    args = [tmp_path / "in", "--task", "ct-denoise", "--model", "identity", "-q"]
+    for out in ("a", "b", "other-tile"):
+        assert run([*args, "-o", tmp_path / out, *(["--tile", "256"] if out == "other-tile" else [])]) == 0
+    first = derived_uids(tmp_path / "a")
+    assert len(first) == 2 and derived_uids(tmp_path / "b") == first
+    assert not {s for s, _ in derived_uids(tmp_path / "other-tile")} & {s for s, _ in first}
+
+
+def test_two_tasks_share_one_outdir(tmp_path):
+    write_ct_series(tmp_path / "in", [0.0], [1])
+    out = tmp_path / "out"
+    for task, model in (("ct-denoise", "identity"), ("sr-x2", "bicubic")):
+        assert run([tmp_path / "in", "-o", out, "--task", task, "--model", model, "-q"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert len(names) == 2 and names[0].endswith("-ct-denoise") and names[1].endswith("-sr-x2")
+
+
+def test_resume_with_other_settings_refuses_and_keeps_the_earlier_series(tmp_path, capsys):
+    write_ct_series(tmp_path / "in", [0.0], [1])
+    out = tmp_path / "out"
+    args = [tmp_path / "in", "-o", out, "--task", "ct-denoise", "-q"]
+    assert run([*args, "--model", "identity"]) == 0
+    before = hashes([out])
+    capsys.readouterr()
+    assert run([*args, "--model", "nlm", "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "made with other settings (model identity (now nlm))" in err
+    assert hashes([out]) == before
+
+
+def test_the_progress_bar_counts_only_the_series_asked_for(tmp_path, capsys):
+    write_ct_series(tmp_path / "in", [0.0, 2.5, 5.0], [1, 2, 3])
+    shutil.copy(bundled("MR_small.dcm"), tmp_path / "in" / "mr")  # excluded by ct-denoise
+    assert run([tmp_path / "in", "-o", tmp_path / "out", "--task", "ct-denoise", "--model", "identity"]) == 0
+    console = capsys.readouterr()
+    assert "restore dicom: 1 series, 3 slices (1 series excluded" in console.out
+    assert "series 1/1" in console.err and "3/3" in console.err and "/4" not in console.err

@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from restore.dicom.processing import ProcessingConfig, SliceProcessor, build_processor, choose_model
+from restore.dicom.processing import ProcessingConfig, SliceProcessor, build_processor, choose_model, upscale
+from restore.dicom.writer import encode_stored
+from restore.io.dicom import padding_mask, stored_frames, to_units
+from tests.dicom_study import CT_PADDING, bundled, cr, ct_with_padding
 
 
 def test_identity_round_trips_hu_through_overlapping_windows():
@@ -105,3 +108,52 @@ def test_only_trained_networks_get_clipped_hu():
     assert not build_processor("ct-denoise", choose_model("ct-denoise", "nlm")).clip_hu
     assert not build_processor("ct-denoise", choose_model("ct-denoise", "identity")).clip_hu
     assert SliceProcessor(lambda x: x, scale=1).clip_hu  # a network (rat-s-ct & co.: a registry entry with weights)
+
+
+def _slices(ds, units: str):
+    """A dataset's frames in ``units`` and its padding mask, as the runner reads them."""
+    frames = to_units(ds, stored_frames(ds), units)
+    return frames, padding_mask(ds, frames, units)
+
+
+@pytest.mark.parametrize("name", ["MR_small.dcm", "JPEG2000.dcm"])
+def test_sr_x2_keeps_the_full_stored_range(name):
+    # the bicubic path clamped each slice to its 0.5-99.5 % percentile window: MR_small's maximum
+    # 2145 came back as 1841, the NM maximum 245 as 102
+    frames, _ = _slices(bundled(name), "stored")
+    out = build_processor("sr-x2", choose_model("sr-x2", None))(frames, "stored", "MR")
+    tolerance = 0.01 * np.ptp(frames)  # an isolated extreme pixel is interpolated with its neighbours
+    assert out.max() >= frames.max() - tolerance and out.min() <= frames.min() + tolerance
+    # bicubic of the stored values almost everywhere (the model's own [0, 1] clamp trims the
+    # overshoot beside the window's edges)
+    assert np.mean(np.abs(out - upscale(frames, 2, "bicubic")) < 0.5) > 0.98
+
+
+def test_sr_x2_keeps_ct_padding_as_padding_and_real_values_beyond_the_window():
+    # CT below -1024 HU was clamped: the -3024 HU padding vanished while PixelPaddingValue stayed
+    ds = ct_with_padding()
+    hu, padding = _slices(ds, "HU")
+    out = build_processor("sr-x2", choose_model("sr-x2", None))(hu, "HU", "CT", padding)
+    stored, clipped = encode_stored(out, ds, "HU")
+    big_padding = upscale(padding, 2, "nearest")
+    assert clipped == 0
+    assert (stored == CT_PADDING).sum() == 4 * padding.sum() and np.all(stored[big_padding] == CT_PADDING)
+    # padding is not spread into the field of view: the pixels beside it are tissue, not -2000 HU smears
+    assert out[~big_padding].min() > -1100
+    # the middle of the 4 x 4 blocks of air below -1024 HU and metal above 3071 HU: exactly kept
+    np.testing.assert_allclose(out[0, 83:85, 83:85], -1084, atol=0.01)
+    np.testing.assert_allclose(out[0, 163:165, 163:165], 3576, atol=0.01)
+
+
+def test_sr_x2_counts_what_the_stored_range_clips():
+    # a saturated CR marker (4095 of 12 bits, under 0.5 % of the image): kept at 4095, and the
+    # bicubic overshoot beyond 4095 is clipped and counted (it was clamped to the percentile window
+    # before, uncounted)
+    ds = cr()
+    frames, _ = _slices(ds, "stored")
+    out = build_processor("sr-x2", choose_model("sr-x2", None))(frames, "stored", "CR")
+    stored, clipped = encode_stored(out, ds, "stored")
+    marker = frames == 4095
+    assert 0 < marker.sum() < 0.005 * marker.size
+    assert np.all(stored[0, 10:12, 10:16] == 4095)  # the marker's middle row (its edges are interpolated)
+    assert clipped == int((np.rint(out) > 4095).sum() + (np.rint(out) < 0).sum()) > 0
