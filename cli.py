@@ -37,8 +37,8 @@ def _add_upscale_command(sub: argparse._SubParsersAction) -> None:
         description="Upscale videos (audio and subtitles kept), images and folders (recursive). "
         "Bad files are reported and the batch goes on; interrupted runs continue with --resume.",
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="video or image files, or folders")
-    p.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="video (GIF and animated WebP too) or image files, folders, or - for stdin")
+    p.add_argument("-o", "--output", required=True, help="output file (one input; .gif or .webp for an animation) or folder; - for stdout (Matroska)")
     add_arguments(p, UpscaleOptions)
     p.add_argument("--report", metavar="PATH", help="write a JSON report of every input")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary")

@@ -22,9 +22,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .atomic import write_json_atomic
+from .atomic import remove, write_json_atomic
 from .errors import OutputError, RestoreError
+from .io.animation import is_animation
 from .io.formats import is_image, is_video, output_suffix
+from .io.pipes import is_piped, run_piped
 from .jobs import JobResult, LoadedModel, UpscaleOptions, prepare_model, upscale_image_file, upscale_video_file
 from .registry import default_model
 
@@ -32,6 +34,9 @@ if TYPE_CHECKING:
     from .io.video import VideoInfo
 
 log = logging.getLogger("restore")
+
+# the folder, inside the output folder, through which the outcomes of DDP ranks reach rank 0
+RESULTS_DIR = ".restore-upscale"
 
 
 @dataclass
@@ -67,7 +72,9 @@ class BatchReport:
 
     ``stop_signal`` is the signal that stopped the batch (``SIGINT`` for Ctrl-C, ``SIGTERM``),
     None when it ran to the end; ``bugs`` counts the files that failed on a bug in restore rather
-    than on their input, output or memory (their rows say "internal error").
+    than on their input, output or memory (their rows say "internal error"). ``ranks``: in a DDP
+    run (``--devices``/``--num-nodes``), one entry per rank: ``rank``, ``host``, ``device``,
+    ``threads``, ``tasks``, ``frames`` upscaled, busy ``seconds`` and ``frames_per_s``.
     """
 
     results: list[JobResult] = field(default_factory=list)
@@ -75,6 +82,7 @@ class BatchReport:
     scale: int = 0
     stop_signal: int | None = None
     bugs: int = 0
+    ranks: list[dict] = field(default_factory=list)
 
     @property
     def interrupted(self) -> bool:
@@ -100,11 +108,13 @@ class BatchReport:
             "interrupted": self.interrupted,
             "summary": counts,
             "inputs": [r.as_dict() for r in self.results],
+            "ranks": self.ranks,
         }
 
 
 def _kind(path: Path) -> str:
-    return "video" if is_video(path) else "image" if is_image(path) else "other"
+    # a GIF or animated WebP is a video (a still WebP an image): the one kind decided by content
+    return "video" if is_video(path) or is_animation(path) else "image" if is_image(path) else "other"
 
 
 def plan_outputs(inputs: list[Path], output: Path, codec: str) -> list[WorkItem]:
@@ -203,8 +213,9 @@ def _check_writable(folder: Path) -> None:
         raise OutputError(folder, f"cannot write here ({exc.strerror or exc})") from None
 
 
-def _count_frames(item: WorkItem) -> int:
-    """Frames to process, for the overall progress bar (0 if unknown)."""
+def estimated_frames(item: WorkItem) -> int:
+    """Frames to process, for the progress bars and the sharing of work between DDP ranks (0 if
+    unknown)."""
     if item.kind == "image":
         return 1
     info = item.info
@@ -236,16 +247,20 @@ def run_batch(
     """
     from tqdm import tqdm
 
+    if is_piped(inputs, output):  # `-`: stdin spooled to a file, stdout written from one (restore.io.pipes)
+        return run_piped(run_batch, inputs, output, opts, report_path=report_path, quiet=quiet, model=model)
     sources, output = [Path(p) for p in inputs], Path(output)
     report_path = None if report_path is None else Path(report_path)
     check_destinations(sources, output, report_path)
     items = plan_outputs(sources, output, opts.codec)
+    folder = output.parent if _single_file(sources, output) else output
+    if opts.distributed:
+        return _run_distributed(items, folder, opts, report_path, quiet)
+    remove(folder / RESULTS_DIR)  # what the ranks of a killed DDP run left
     model = model or prepare_model(opts)
     report = BatchReport(model=model.name, scale=model.scale)
-    if model.name == "bicubic" and default_model("video-sr", model.scale) == "bicubic" and not quiet:
-        print(f"restore: using the built-in bicubic baseline (no trained x{model.scale} model is the default yet)",
-              file=sys.stderr)
-    frame_counts = {id(i): _count_frames(i) for i in items if i.verdict is None}
+    _baseline_notice(model.name, model.scale, quiet)
+    frame_counts = {id(i): estimated_frames(i) for i in items if i.verdict is None}
     total_frames = sum(frame_counts.values())
     # None: bars only on a terminal; redirected to a file they would be a wall of \r and escape codes
     bars_off = True if quiet else None
@@ -276,7 +291,7 @@ def run_batch(
                 report.results.append(JobResult(str(item.src), "interrupted", str(item.dst), error=f"interrupted ({how}); continue with --resume"))
                 break
             except Exception as exc:  # noqa: BLE001 - no file stops the batch, not even one that meets a bug
-                message, bug = _one_line(exc, item.src)
+                message, bug = describe_failure(exc, item.src)
                 tqdm.write(f"error: {message}", file=sys.stderr)
                 if bug:
                     report.bugs += 1
@@ -290,9 +305,7 @@ def run_batch(
         if report.interrupted:
             done = {r.input for r in report.results}
             report.results += [JobResult(str(i.src), "interrupted", error="not started (interrupted)") for i in items if str(i.src) not in done]
-        if report_path is not None:
-            report_path.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(report_path, report.as_dict())
+        _write_report(report_path, report)
     if report.stop_signal is not None:  # like an error, shown even with --quiet: the user must know how to go on
         how = "" if report.stop_signal == signal.SIGINT else f" ({_signal_name(report.stop_signal)})"
         print(f"restore: interrupted{how}; run the same command with --resume to continue", file=sys.stderr)
@@ -301,11 +314,39 @@ def run_batch(
     return report
 
 
+def _run_distributed(items: list[WorkItem], folder: Path, opts: UpscaleOptions, report_path: Path | None,
+                     quiet: bool) -> BatchReport:
+    """The batch on Lightning DDP ranks (:mod:`restore.video_distributed`), outputs in ``folder``:
+    the report on global rank 0, which writes and prints it; an empty one on the other ranks. Each
+    rank loads its own model on its own device."""
+    from .video_distributed import predict_batch
+
+    report = predict_batch(items, folder, opts, quiet=quiet, announce=lambda: _baseline_notice(opts.model, opts.scale, quiet))
+    if report is None:
+        return BatchReport(model=opts.model, scale=opts.scale)  # global rank 0 reports
+    _write_report(report_path, report)
+    if not quiet:
+        _print_summary(report)
+    return report
+
+
+def _baseline_notice(model: str, scale: int, quiet: bool) -> None:
+    if model == "bicubic" and default_model("video-sr", scale) == "bicubic" and not quiet:
+        print(f"restore: using the built-in bicubic baseline (no trained x{scale} model is the default yet)",
+              file=sys.stderr)
+
+
+def _write_report(report_path: Path | None, report: BatchReport) -> None:
+    if report_path is not None:
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(report_path, report.as_dict())
+
+
 def _signal_name(signum: int) -> str:
     return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
 
 
-def _one_line(exc: Exception, src: Path) -> tuple[str, bool]:
+def describe_failure(exc: Exception, src: Path) -> tuple[str, bool]:
     """``PATH: cause`` on one line, whatever the exception type, and whether it is a bug in restore.
 
     The user's to fix: a :class:`RestoreError` (one raised without a path, such as an encoder

@@ -160,3 +160,23 @@ def write_study(folder: Path) -> dict[str, Path]:
         paths[name] = folder / f"{name}.dcm"
         ds.save_as(paths[name], enforce_file_format=True)
     return paths
+
+
+def ct_stack(positions, orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0), pixel_spacing=(0.7, 0.9)) -> list[pydicom.Dataset]:
+    """One CT series of CT_small slices (128 x 128), one per ImagePositionPatient of ``positions``
+    (mm), with ``orientation`` and ``pixel_spacing`` (row, column mm); slice ``k``'s pixels are
+    CT_small's plus ``10 * k`` HU, InstanceNumber counts down, so that neither file order nor
+    InstanceNumber gives the slice order."""
+    series = generate_uid()
+    slices = []
+    for k, position in enumerate(positions):
+        ds = bundled("CT_small.dcm")
+        ds.PixelData = (ds.pixel_array + 10 * k).astype(np.int16).tobytes()
+        ds.SeriesInstanceUID = series
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.ImagePositionPatient = [float(v) for v in position]
+        ds.ImageOrientationPatient = [float(v) for v in orientation]
+        ds.PixelSpacing = [float(v) for v in pixel_spacing]
+        ds.InstanceNumber = len(positions) - k
+        slices.append(ds)
+    return slices

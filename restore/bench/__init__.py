@@ -17,8 +17,10 @@ import torch
 BENCHMARKS: dict[str, str] = {
     "io": "restore.bench.io",
     "speed": "restore.bench.speed",
+    "tiles": "restore.bench.tiles",
     "degradations": "datasets.benchmark",  # in datasets/: restore/ may not import datasets
     "dicom": "restore.bench.dicom",
+    "scale": "restore.bench.scale",
     "attention": "restore.bench.attention",
     "regions": "restore.bench.regions",
     "quality": "restore.bench.quality",

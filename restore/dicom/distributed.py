@@ -5,9 +5,10 @@ Every rank discovers the same inputs and computes the same assignment of whole s
 :class:`SeriesPredictor` runs the same :class:`~restore.dicom.runner.SeriesRunner` as the
 single-process job on its series and an :class:`OutcomeWriter` appends each outcome to
 ``OUTDIR/.restore-dicom/rank-<r>.jsonl``. After a barrier, global rank 0 reads all ranks'
-outcomes (:func:`read_outcomes`), removes that folder and writes the report. Nothing is padded or
-duplicated: Lightning's distributed sampler is disabled because it would repeat series to even out
-the ranks. Every rank runs the whole command; only global rank 0 speaks (the job's header), and
+outcomes (:func:`read_outcomes`), removes that folder and writes the report; the Trainer, the
+writer and the barrier are :func:`restore.distributed.predict`, which ``restore upscale`` runs
+too. Nothing is padded or duplicated: Lightning's distributed sampler is disabled because it
+would repeat series to even out the ranks. Every rank runs the whole command; only global rank 0 speaks (the job's header), and
 Lightning's start-up lines (devices found, ranks joining) are not shown.
 
 Multi-node: run the same command on every node with ``--num-nodes`` and the usual
@@ -18,25 +19,18 @@ Lightning is imported at the top: this module is only imported when a job runs d
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
-import os
-import shutil
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
-from pytorch_lightning.callbacks import BasePredictionWriter
-from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from torch.utils.data import DataLoader
 
 from restore.dicom.plan import DicomJobConfig, SeriesJob
 from restore.dicom.processing import ModelChoice, ProcessingConfig, build_processor
 from restore.dicom.runner import SeriesOutcome, SeriesRunner
+from restore.distributed import ResultWriter as OutcomeWriter  # noqa: F401 - the name this job and its tests know
+from restore.distributed import predict, read_results
 
 RESULTS_DIR = ".restore-dicom"
 
@@ -88,53 +82,9 @@ class SeriesPredictor(pl.LightningModule):
         return asdict(self.runner(self.jobs[int(index)]))
 
 
-class OutcomeWriter(BasePredictionWriter):
-    """Appends every prediction (an outcome dict) as one line of ``results_dir/rank-<r>.jsonl``,
-    synced to disk, so that rank 0 can read them after the barrier."""
-
-    def __init__(self, results_dir: Path):
-        super().__init__(write_interval="batch")
-        self.results_dir = results_dir
-
-    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.results_dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.results_dir / f"rank-{trainer.global_rank}.jsonl"
-        self.path.write_text("")  # this rank's results of an earlier run are stale
-
-    def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: dict,
-                           batch_indices, batch, batch_idx: int, dataloader_idx: int) -> None:
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(prediction) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-
-
 def read_outcomes(results_dir: Path, world_size: int) -> list[SeriesOutcome]:
     """The outcomes every rank's :class:`OutcomeWriter` wrote, rank by rank."""
-    outcomes = []
-    for r in range(world_size):
-        path = results_dir / f"rank-{r}.jsonl"
-        outcomes += [SeriesOutcome.from_dict(json.loads(line)) for line in path.read_text().splitlines() if line]
-    return outcomes
-
-
-@contextlib.contextmanager
-def _lightning_silenced() -> Iterator[None]:
-    """Hide what Lightning says that is not about the series: its info lines (GPU available, tips,
-    ranks initialising), its hint that a data loader without workers may be slow (ours loads job
-    indices) and the deprecations that Lightning's own code meets in torch."""
-    loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning_fabric")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PossibleUserWarning)
-            warnings.filterwarnings("ignore", category=FutureWarning, module="pytorch_lightning")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+    return [SeriesOutcome.from_dict(data) for data in read_results(results_dir, world_size)]
 
 
 def predict_series(config: DicomJobConfig, jobs: list[SeriesJob], choice: ModelChoice, processing: ProcessingConfig,
@@ -144,19 +94,7 @@ def predict_series(config: DicomJobConfig, jobs: list[SeriesJob], choice: ModelC
 
     Returns every rank's outcomes on global rank 0, None on the other ranks.
     """
-    results_dir = Path(config.outdir) / RESULTS_DIR
-    accelerator = "gpu" if config.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
-    with _lightning_silenced():
-        trainer = pl.Trainer(
-            accelerator=accelerator, devices=config.devices, num_nodes=config.num_nodes,
-            strategy="ddp",
-            use_distributed_sampler=False, logger=False, enable_checkpointing=False,
-            enable_progress_bar=not config.quiet, enable_model_summary=False, callbacks=[OutcomeWriter(results_dir)],
-        )
-        trainer.predict(SeriesPredictor(config, jobs, choice, processing, announce), return_predictions=False)
-        trainer.strategy.barrier()
-    if trainer.global_rank != 0:
-        return None
-    outcomes = read_outcomes(results_dir, trainer.world_size)
-    shutil.rmtree(results_dir)  # every rank is past the barrier: nobody writes there any more
-    return outcomes
+    results = predict(SeriesPredictor(config, jobs, choice, processing, announce), Path(config.outdir) / RESULTS_DIR,
+                      device=config.device, devices=config.devices, num_nodes=config.num_nodes,
+                      progress_bar=not config.quiet)
+    return None if results is None else [SeriesOutcome.from_dict(data) for data in results]

@@ -5,6 +5,7 @@ Output layout (documented for users)::
     OUTDIR/
       <series-id>/                    one derived series per input SeriesInstanceUID and task
         IM00001.dcm ...               one file per input instance, in slice order
+        <series-id>.nii.gz            with --nifti: the series as a NIfTI volume (<series-id>-<k>.nii.gz per stack)
         restore-series.json           manifest: settings, source and output UIDs, file hashes (for --resume)
       .<series-id>.partial/           a series being written (renamed when complete)
 
@@ -61,7 +62,8 @@ def build_report(config: DicomJobConfig, found: DiscoveryResult, jobs: list[Seri
             stacks=len(job.stacks), slices=job.slices, status=out.status, reason=out.reason,
             output_dir=job.series_id if out.status in ("processed", "resumed") else None,
             output_series_uid=out.output_series_uid, clipped=out.clipped, seconds=out.seconds,
-            geometry=sorted(set(geometry), key=geometry.index),
+            geometry=sorted(set(geometry), key=geometry.index), nifti=out.nifti,
+            notes=list(dict.fromkeys(out.notes + [f.note for f in out.files if f.note])),
         ))
         report.files.extend(out.files)
     report.files.extend(FileRecord(str(k.ref), "skipped", k.reason, k.kind) for k in found.skipped)

@@ -13,15 +13,18 @@ import json
 from dataclasses import MISSING, dataclass
 from pathlib import Path
 
-from pydicom.uid import generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from restore.dicom.processing import REGION_METHODS, TASK_SCALES
+from restore.dicom.writer import COMPRESSIONS, output_syntax
 from restore.errors import ModelError, OptionError, OutputError
 from restore.io.dicom import DiscoveryResult, Instance, Series
 from restore.options import option
 
 # in every derived series folder, written last: what it was made from and with (see restore.dicom.job)
 MANIFEST = "restore-series.json"
+# settings that change how the outputs are stored, not a value: --resume requires them, UIDs leave them out
+STORAGE_SETTINGS = ("compress", "nifti")
 
 
 @dataclass
@@ -46,6 +49,11 @@ class DicomJobConfig:
                              "sr-x2), any, or a list such as CT,MR; others are reported as skipped")
     tile: int = option(512, "sliding-window size in pixels")
     batch_size: int = option(4, "slices (and windows) per model call")
+    compress: str = option("keep", "transfer syntax of the outputs, lossless only: keep (the input's when it is "
+                           "lossless and encodable, else uncompressed), none (Explicit VR Little Endian), rle, "
+                           "jpeg-ls, j2k", choices=tuple(COMPRESSIONS))
+    nifti: bool = option(False, "also write each derived series as a NIfTI volume (<series-id>.nii.gz in its "
+                         "folder; RAS affine, HU for CT, rescaled values otherwise)")
     devices: int = option(1, "processes per node; >1 runs Lightning DDP, series per rank")
     num_nodes: int = option(1, "nodes for DDP")
     quiet: bool = option(False, "no progress bar or summary", flag=("-q", "--quiet"))
@@ -54,6 +62,7 @@ class DicomJobConfig:
         for name in ("tile", "batch_size", "devices", "num_nodes"):
             if (value := getattr(self, name)) < 1:
                 raise OptionError(None, f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        output_syntax(ExplicitVRLittleEndian, self.compress)  # an encoder that is not installed: refused now
 
 
 @dataclass
@@ -99,7 +108,8 @@ def output_settings(config: DicomJobConfig, model: str) -> dict[str, str | int |
     its manifest, hashed into its UIDs, and what ``--resume`` requires to be unchanged.
 
     User weights count by their sha256, so that a file retrained in place makes other UIDs; raises
-    ``ModelError`` when they are missing. The device and batch size change no value and are left out.
+    ``ModelError`` when they are missing. The device and batch size change no value and are left out;
+    so, from the UIDs, do :data:`STORAGE_SETTINGS`.
     """
     weights = config.weights
     if weights is not None:
@@ -110,13 +120,16 @@ def output_settings(config: DicomJobConfig, model: str) -> dict[str, str | int |
         except OSError as exc:
             raise ModelError(weights, f"cannot read the weights ({exc.strerror})") from None
     return {"task": config.task, "model": model, "weights": weights, "regions": config.regions,
-            "sam_checkpoint": config.sam_checkpoint, "tile": config.tile}
+            "sam_checkpoint": config.sam_checkpoint, "tile": config.tile, "compress": config.compress,
+            "nifti": config.nifti}
 
 
 def derived_series_uid(job: SeriesJob, settings: dict) -> str:
     """The SeriesInstanceUID of ``job``'s derived series: the same for the same source series and
-    settings, so that sending a re-run to a PACS replaces the earlier copy instead of adding one."""
-    return generate_uid(entropy_srcs=[job.stacks[0].series_uid, json.dumps(settings, sort_keys=True)])
+    settings, so that sending a re-run to a PACS replaces the earlier copy instead of adding one; the
+    same whatever :data:`STORAGE_SETTINGS` say (a lossless re-encoding is the same instance)."""
+    values = {key: value for key, value in settings.items() if key not in STORAGE_SETTINGS}
+    return generate_uid(entropy_srcs=[job.stacks[0].series_uid, json.dumps(values, sort_keys=True)])
 
 
 def read_manifest(folder: Path) -> dict | None:

@@ -28,6 +28,8 @@ class FileRecord:
     kind: str | None = None
     series: str | None = None  # output series id
     output: str | None = None  # output file, relative to OUTDIR
+    transfer_syntax: str | None = None  # of the output file
+    note: str | None = None  # about a processed file, e.g. why its transfer syntax is not the input's
 
 
 @dataclass
@@ -46,6 +48,8 @@ class SeriesRecord:
     clipped: int = 0
     seconds: float = 0.0
     geometry: list[str] = field(default_factory=list)
+    nifti: list[str] = field(default_factory=list)  # NIfTI volumes (--nifti), relative to OUTDIR
+    notes: list[str] = field(default_factory=list)  # what the series' output differs in from what was asked
 
 
 @dataclass
@@ -80,7 +84,7 @@ class Report:
         """A short console summary: one row per series, skipped files counted by kind of reason."""
         rows = [("series", "modality", "slices", "status", "clipped", "notes")]
         for s in self.series:
-            notes = "; ".join(([s.reason] if s.reason else []) + s.geometry)
+            notes = "; ".join(([s.reason] if s.reason else []) + s.geometry + s.notes)
             rows.append((s.series_id, s.modality, str(s.slices), s.status, str(s.clipped), notes))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
         lines = ["  ".join([*(c.ljust(w) for c, w in zip(r, widths)), r[-1]]).rstrip() for r in rows]

@@ -5,9 +5,15 @@
 (``restore.dicom.distributed``) call the same runner.
 
 It writes the series as ``restore.dicom.job`` documents (a ``.partial`` folder, every file
-re-read and checked, the manifest last, then the rename) and keeps, with ``--resume``, an earlier
-output whose manifest (settings, source instances) and file hashes still match. Series that the
-modality filter leaves out never reach a runner (:func:`exclusion`).
+re-read and checked, the NIfTI volumes of ``--nifti``, the manifest last, then the rename) and
+keeps, with ``--resume``, an earlier output whose manifest (settings, source instances) and file
+hashes still match. Series that the modality filter leaves out never reach a runner
+(:func:`exclusion`).
+
+Slices go to the model in batches: consecutive instances of one frame size are decoded until they
+hold ``--batch-size`` slices (an instance with more frames goes alone; the processor splits it),
+so a series of single-frame files takes one model call per batch, not one per file, and no more
+than a batch of decoded slices is held at a time.
 """
 
 from __future__ import annotations
@@ -20,13 +26,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+from pydicom.dataset import Dataset
+
 from restore.atomic import write_json_atomic
+from restore.dicom.nifti import nifti_refusal, write_nifti
 from restore.dicom.plan import MANIFEST, DicomJobConfig, SeriesJob, derived_series_uid, output_settings, read_manifest
 from restore.dicom.processing import TASK_SCALES, SliceProcessor, allowed_modalities
 from restore.dicom.report import FileRecord
-from restore.dicom.writer import Derivation, derive, encode_stored, resample_refusal, write_verified
+from restore.dicom.writer import Derivation, derive, encode_stored, output_syntax, resample_refusal, write_verified
 from restore.errors import InputError, OutputError
-from restore.io.dicom import padding_mask, read_instance_frames
+from restore.io.dicom import Instance, discover, padding_mask, read_instance_frames
 
 
 @dataclass
@@ -41,6 +51,8 @@ class SeriesOutcome:
     clipped: int = 0  # stored values clipped to the output's pixel representation
     seconds: float = 0.0
     files: list[FileRecord] = field(default_factory=list)
+    nifti: list[str] = field(default_factory=list)  # NIfTI volumes written, relative to OUTDIR
+    notes: list[str] = field(default_factory=list)  # e.g. why a stack has no NIfTI volume
 
     @classmethod
     def from_dict(cls, data: dict) -> SeriesOutcome:
@@ -65,6 +77,41 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@dataclass
+class _Decoded:
+    """One input instance ready for the model: its place ``n`` in the series (from 1), its
+    ``frames`` ``(F, H, W[, 3])`` float32 in ``instance.units`` and its dataset."""
+
+    n: int
+    instance: Instance
+    frames: np.ndarray
+    ds: Dataset
+
+    def joins(self, batch: list[_Decoded], batch_size: int) -> bool:
+        """Whether this instance can go to the model in one call with ``batch`` (same slice size
+        and units, at most ``batch_size`` slices together)."""
+        if not batch:
+            return True
+        first = batch[0]
+        return (self.frames.shape[1:] == first.frames.shape[1:] and self.instance.units == first.instance.units
+                and self.instance.modality == first.instance.modality
+                and sum(d.frames.shape[0] for d in batch) + self.frames.shape[0] <= batch_size)
+
+
+@dataclass
+class _Output:
+    """Where the batches of one series go: its ``.partial`` ``folder``, the new Series Instance
+    UID, the derivation, and the outcome and manifest entries they add to."""
+
+    job: SeriesJob
+    folder: Path
+    series_uid: str
+    derivation: Derivation
+    outcome: SeriesOutcome
+    on_slices: Callable[[int], None]
+    manifest_files: list[dict] = field(default_factory=list)
+
+
 def exclusion(config: DicomJobConfig, job: SeriesJob) -> SeriesOutcome | None:
     """The outcome of a series that the task's modality filter (``--modalities``) leaves out, else None."""
     modality = job.stacks[0].modality
@@ -86,7 +133,7 @@ def _manifest_matches(job: SeriesJob, folder: Path, settings: dict) -> str | Non
             i.sop_instance_uid for i in job.instances
         ):
             return None
-        if any(_sha256(folder / f["name"]) != f["sha256"] for f in manifest["files"]):
+        if any(_sha256(folder / f["name"]) != f["sha256"] for f in manifest["files"] + manifest["nifti"]):
             return None
         return manifest["output_series_uid"]
     except (OSError, KeyError, TypeError):
@@ -112,8 +159,9 @@ class SeriesRunner:
         final = self.config.outdir / job.series_id
         if self.config.resume and (uid := _manifest_matches(job, final, self.settings)):
             on_slices(job.slices)
+            nifti = [f"{job.series_id}/{f['name']}" for f in read_manifest(final)["nifti"]]
             return SeriesOutcome(job.series_id, "resumed", "complete output of an earlier run verified",
-                                 output_series_uid=uid, files=_records(job, "processed", named=True))
+                                 output_series_uid=uid, files=_records(job, "processed", named=True), nifti=nifti)
         first = job.stacks[0].first
         if self.config.dry_run:
             return SeriesOutcome(job.series_id, "planned", files=_records(job, "planned"))
@@ -130,10 +178,11 @@ class SeriesRunner:
         derivation = Derivation(self.config.task, self.model_name, self.method, TASK_SCALES[self.config.task])
         new_uid = derived_series_uid(job, self.settings)
         outcome = SeriesOutcome(job.series_id, "processed", output_series_uid=new_uid)
-        manifest_files = []
+        output = _Output(job, partial, new_uid, derivation, outcome, on_slices)
         try:
+            # 1. Decode instances into batches of slices; each full batch goes through the model and is written
+            batch: list[_Decoded] = []
             for n, inst in enumerate(job.instances, start=1):
-                name = _file_name(n)
                 try:
                     frames, ds = read_instance_frames(inst)
                 except InputError as exc:
@@ -142,26 +191,28 @@ class SeriesRunner:
                 if derivation.scale != 1 and (reason := resample_refusal(ds)):
                     outcome.files.append(FileRecord(str(inst.ref), "skipped", reason, "unsupported", job.series_id))
                     continue
-                values = self.processor(frames, inst.units, inst.modality, padding_mask(ds, frames, inst.units))
-                stored, clipped = encode_stored(values, ds, inst.units)
-                derived = derive(ds, stored, series_uid=new_uid, derivation=derivation, clipped=clipped)
-                write_verified(derived, partial / name, stored)
-                outcome.clipped += clipped
-                manifest_files.append({"name": name, "sha256": _sha256(partial / name),
-                                       "source_sop_instance_uid": inst.sop_instance_uid,
-                                       "sop_instance_uid": str(derived.SOPInstanceUID)})
-                outcome.files.append(FileRecord(str(inst.ref), "processed", None, None, job.series_id,
-                                                f"{job.series_id}/{name}"))
-                on_slices(frames.shape[0])
+                decoded = _Decoded(n, inst, frames, ds)
+                if not decoded.joins(batch, self.config.batch_size):
+                    self._write_batch(batch, output)
+                    batch = []
+                batch.append(decoded)
+                if sum(d.frames.shape[0] for d in batch) >= self.config.batch_size:  # full: no need to hold it
+                    self._write_batch(batch, output)
+                    batch = []
+            self._write_batch(batch, output)
+            manifest_files = output.manifest_files
             if not manifest_files:
                 shutil.rmtree(partial, ignore_errors=True)
                 reasons = {f.reason for f in outcome.files}  # one shared reason says more than a summary
                 reason = reasons.pop() if len(reasons) == 1 else "no instance could be decoded or resampled"
                 outcome.status, outcome.reason, outcome.output_series_uid = "skipped", reason, None
                 return outcome
+            # 2. The NIfTI volumes, from the verified files
+            nifti_files = self._write_nifti(job, partial, outcome) if self.config.nifti else []
+            # 3. The manifest, then the rename: a folder of that name is complete
             write_json_atomic(partial / MANIFEST, {
                 "settings": self.settings, "output_series_uid": new_uid,
-                "source_series_uid": job.stacks[0].series_uid, "files": manifest_files,
+                "source_series_uid": job.stacks[0].series_uid, "files": manifest_files, "nifti": nifti_files,
             })
             if final.exists():  # same settings, but broken or of other input files (only with --resume)
                 shutil.rmtree(final)
@@ -173,3 +224,48 @@ class SeriesRunner:
             return SeriesOutcome(job.series_id, "failed", str(exc), files=failed + skipped)
         outcome.seconds = round(time.perf_counter() - start, 3)
         return outcome
+
+    def _write_batch(self, batch: list[_Decoded], output: _Output) -> None:
+        """Run the slices of ``batch`` through the model in one call, then derive and write each instance."""
+        if not batch:
+            return
+        first = batch[0].instance
+        masks = [padding_mask(d.ds, d.frames, d.instance.units) for d in batch]
+        padding = None if all(m is None for m in masks) else np.concatenate(
+            [np.zeros(d.frames.shape[:3], bool) if m is None else m for d, m in zip(batch, masks)])
+        values = self.processor(np.concatenate([d.frames for d in batch]), first.units, first.modality, padding)
+        ends = np.cumsum([d.frames.shape[0] for d in batch])
+        series_id = output.job.series_id
+        for d, part in zip(batch, np.split(values, ends[:-1])):
+            name = _file_name(d.n)
+            syntax, note = output_syntax(d.ds.file_meta.TransferSyntaxUID, self.config.compress)
+            stored, clipped = encode_stored(part, d.ds, d.instance.units)
+            derived = derive(d.ds, stored, series_uid=output.series_uid, derivation=output.derivation, clipped=clipped,
+                             syntax=syntax)
+            write_verified(derived, output.folder / name, stored)
+            output.outcome.clipped += clipped
+            output.manifest_files.append({"name": name, "sha256": _sha256(output.folder / name),
+                                          "source_sop_instance_uid": d.instance.sop_instance_uid,
+                                          "sop_instance_uid": str(derived.SOPInstanceUID)})
+            output.outcome.files.append(FileRecord(str(d.instance.ref), "processed", None, None, series_id,
+                                                   f"{series_id}/{name}", transfer_syntax=syntax.name, note=note))
+            output.on_slices(d.frames.shape[0])
+
+    def _write_nifti(self, job: SeriesJob, partial: Path, outcome: SeriesOutcome) -> list[dict]:
+        """One NIfTI volume per stack of the written series (``<series-id>.nii.gz``, or
+        ``<series-id>-<k>.nii.gz`` for the k-th of several); -> their manifest entries. A stack
+        that cannot be one volume gets a note instead."""
+        stacks = discover([partial]).series
+        entries = []
+        for k, stack in enumerate(stacks, start=1):
+            name = f"{job.series_id}.nii.gz" if len(stacks) == 1 else f"{job.series_id}-{k}.nii.gz"
+            if reason := nifti_refusal(stack):
+                outcome.notes.append(reason if len(stacks) == 1 else f"stack {k}: {reason}")
+                continue
+            try:
+                write_nifti(stack, partial / name, f"restore {self.config.task} {self.model_name}")
+            except OSError as exc:  # disk full, permissions
+                raise OutputError(partial / name, f"cannot write the NIfTI volume ({type(exc).__name__}: {exc})") from None
+            entries.append({"name": name, "sha256": _sha256(partial / name)})
+            outcome.nifti.append(f"{job.series_id}/{name}")
+        return entries

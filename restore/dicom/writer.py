@@ -17,8 +17,11 @@ A derived instance is the source dataset with:
   for enhanced objects in the Derivation Image functional group (shared by all frames);
 * pixels in the original representation: same BitsAllocated/BitsStored/PixelRepresentation and
   rescale slope/intercept (per frame for enhanced objects), values rounded and clipped to the
-  representable range (the count is returned); colour written as RGB;
-* Explicit VR Little Endian, whatever the input syntax.
+  representable range (the count is returned); colour written as RGB (as YBR_RCT in JPEG 2000);
+* the transfer syntax :func:`output_syntax` chooses for ``--compress``: lossless only (RLE,
+  JPEG-LS, JPEG 2000, through pydicom's encoders), by default the input's when it is lossless
+  and pydicom can encode it, else Explicit VR Little Endian; what is written decodes back to
+  exactly the stored values (:func:`check_written`).
 
 Patient, study, frame-of-reference, position and orientation tags are kept. For super-resolution
 (``scale > 1``) Rows/Columns grow, every spatial calibration shrinks (:data:`PER_PIXEL_SPACINGS`,
@@ -43,10 +46,13 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID, UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, JPEG2000Lossless,
+    JPEGLSLossless, RLELossless, generate_uid,
+)
 from pydicom.valuerep import DSfloat
 
-from restore.errors import OutputError
+from restore.errors import OptionError, OutputError
 from restore.io.dicom import frame_attribute, rescale
 
 SERIES_NUMBER_OFFSETS: dict[str, int] = {"ct-denoise": 5000, "mr-denoise": 6000, "sr-x2": 7000}
@@ -77,6 +83,13 @@ _LOSSY_SYNTAXES = {
     "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91",
     "1.2.840.10008.1.2.4.203",
 }
+# ``--compress`` choices -> the lossless transfer syntax written ("keep": see output_syntax)
+COMPRESSIONS: dict[str, UID | None] = {
+    "keep": None, "none": ExplicitVRLittleEndian, "rle": RLELossless, "jpeg-ls": JPEGLSLossless, "j2k": JPEG2000Lossless,
+}
+# lossless syntaxes that "keep" writes again when the input has one (JPEG 2000 .90 and JPEG-LS .80
+# are lossless by definition; .91 and .81 may be lossy)
+_KEPT_SYNTAXES = (RLELossless, JPEGLSLossless, JPEG2000Lossless, DeflatedExplicitVRLittleEndian)
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,29 @@ class Derivation:
     method: str
     scale: int = 1
     created: datetime = field(default_factory=lambda: datetime.now().astimezone())  # aware
+
+
+def output_syntax(source: UID, compress: str) -> tuple[UID, str | None]:
+    """The transfer syntax a derived instance of a ``source``-syntax input is written in for
+    ``--compress`` (a key of :data:`COMPRESSIONS`), and, when ``keep`` cannot keep the input's,
+    why (one line for the report). Raises ``OptionError`` when the chosen encoder is not installed."""
+    from pydicom.pixels import get_encoder
+
+    if compress != "keep":
+        syntax = COMPRESSIONS[compress]
+        if syntax.is_compressed and not (encoder := get_encoder(syntax)).is_available:
+            raise OptionError(None, f"--compress {compress}: install {'; '.join(encoder.missing_dependencies)}")
+        return syntax, None
+    source = UID(source)
+    if not (source.is_compressed or source.is_deflated):
+        return ExplicitVRLittleEndian, None  # uncompressed in, uncompressed out
+    if source in _KEPT_SYNTAXES:
+        if not source.is_compressed or (encoder := get_encoder(source)).is_available:
+            return source, None
+        why = f"needs an encoder that is not installed ({'; '.join(encoder.missing_dependencies)})"
+    else:
+        why = "is (or may be) lossy" if str(source) in _LOSSY_SYNTAXES else "has no encoder in pydicom"
+    return ExplicitVRLittleEndian, f"written uncompressed: the input's transfer syntax {source.name} {why}"
 
 
 def value_range(ds: Dataset) -> tuple[int, int]:
@@ -123,9 +159,11 @@ def encode_stored(values: np.ndarray, ds: Dataset, units: str) -> tuple[np.ndarr
     return np.clip(v, lo, hi).astype(dtype), clipped
 
 
-def derive(source: Dataset, stored: np.ndarray, *, series_uid: str, derivation: Derivation, clipped: int) -> Dataset:
+def derive(source: Dataset, stored: np.ndarray, *, series_uid: str, derivation: Derivation, clipped: int,
+           syntax: UID = ExplicitVRLittleEndian) -> Dataset:
     """Turn ``source`` (a dataset read from an input file; modified in place) into the derived
-    instance holding ``stored`` (``(F, H, W[, 3])``, from :func:`encode_stored`)."""
+    instance holding ``stored`` (``(F, H, W[, 3])``, from :func:`encode_stored`), its pixels
+    encoded in ``syntax`` (from :func:`output_syntax`)."""
     ds = source
     original_class, original_uid = str(ds.SOPClassUID), str(ds.SOPInstanceUID)
     original_series = str(ds.SeriesInstanceUID)
@@ -138,6 +176,14 @@ def derive(source: Dataset, stored: np.ndarray, *, series_uid: str, derivation: 
     photometric = "RGB" if samples == 3 else str(ds.PhotometricInterpretation)
     frames = stored if int(ds.get("NumberOfFrames", 1) or 1) > 1 else stored[0]
     ds.set_pixel_data(frames, photometric, int(ds.BitsStored), generate_instance_uid=False)
+    if syntax.is_compressed:
+        if syntax == JPEG2000Lossless and samples == 3:
+            # the reversible colour transform, which the ultrasound IODs require of lossless JPEG 2000
+            # colour; pixels go in (and decode back) as RGB
+            ds.PhotometricInterpretation = "YBR_RCT"
+        ds.compress(syntax, frames, generate_instance_uid=False)  # lossless: every syntax COMPRESSIONS names
+    else:
+        ds.file_meta.TransferSyntaxUID = syntax
     for tag in ("SmallestImagePixelValue", "LargestImagePixelValue"):  # stale after processing
         ds.pop(tag, None)
     if lossy:
@@ -342,8 +388,8 @@ def check_written(path: Path, expected: Dataset, stored: np.ndarray) -> None:
     except Exception as exc:  # noqa: BLE001 - anything unreadable fails verification
         raise OutputError(path, f"written file does not read back ({type(exc).__name__})") from None
     problems = []
-    if back.file_meta.TransferSyntaxUID != ExplicitVRLittleEndian:
-        problems.append("transfer syntax is not Explicit VR Little Endian")
+    if back.file_meta.TransferSyntaxUID != expected.file_meta.TransferSyntaxUID:
+        problems.append(f"transfer syntax is not {expected.file_meta.TransferSyntaxUID.name}")
     if back.file_meta.MediaStorageSOPInstanceUID != back.SOPInstanceUID or back.SOPInstanceUID != expected.SOPInstanceUID:
         problems.append("SOP Instance UID mismatch")
     if back.SeriesInstanceUID != expected.SeriesInstanceUID:

@@ -1,4 +1,5 @@
-"""File I/O: videos (PyAV), still images (OpenCV), DICOM (pydicom); ``formats`` names suffixes and containers.
+"""File I/O: videos (PyAV), GIF and animated WebP (Pillow), still images (OpenCV), DICOM (pydicom);
+``formats`` names suffixes and containers, ``pipes`` turns ``-`` (stdin, stdout) into files.
 
 The video and image names are loaded on first use, so importing one submodule (e.g.
 ``restore.io.dicom``) does not pull in PyAV and OpenCV.
@@ -15,6 +16,7 @@ _LAZY = {
     "VideoWriter": "video",
     "concat_segments": "video",
     "probe_video": "video",
+    "is_animation": "animation",
     "IMAGE_EXTENSIONS": "formats",
     "VIDEO_EXTENSIONS": "formats",
     "is_image": "formats",

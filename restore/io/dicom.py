@@ -726,8 +726,10 @@ def stored_frames(ds: Dataset, ref: FileRef | str = "") -> np.ndarray:
 
 
 def to_units(ds: Dataset, stored: np.ndarray, units: str) -> np.ndarray:
-    """Stored values ``(F, H, W[, 3])`` -> float32 in ``units`` (HU through the modality LUT)."""
-    if units != "HU":
+    """Stored values ``(F, H, W[, 3])`` -> float32 in ``units``: ``"HU"`` (CT) and ``"rescaled"``
+    (any grey-scale modality) through the modality LUT or rescale slope/intercept, per frame for
+    enhanced objects; ``"stored"`` and ``"RGB"`` as they are."""
+    if units not in ("HU", "rescaled"):
         return stored.astype(np.float32)
     if "ModalityLUTSequence" in ds:
         from pydicom.pixels import apply_modality_lut
@@ -759,15 +761,18 @@ def read_instance_frames(instance: Instance) -> tuple[np.ndarray, Dataset]:
     return to_units(ds, stored_frames(ds, instance.ref), instance.units), ds
 
 
-def read_series_volume(series: Series) -> tuple[np.ndarray, VolumeInfo]:
+def read_series_volume(series: Series, units: str | None = None) -> tuple[np.ndarray, VolumeInfo]:
     """Decode a series into a volume in slice order.
 
-    Returns ``(Z, H, W)`` float32 (HU for CT, stored units otherwise) or ``(Z, H, W, 3)`` for colour,
-    and a :class:`VolumeInfo` with positions (Z, 3) mm, orientation, pixel and slice spacing.
+    Returns ``(Z, H, W)`` float32 in ``units`` (see :func:`to_units`; None: the series' own, HU for
+    CT, stored units otherwise) or ``(Z, H, W, 3)`` for colour, and a :class:`VolumeInfo` with
+    positions (Z, 3) mm, orientation, pixel and slice spacing.
     """
+    units = units or series.units
     frames: dict[str, np.ndarray] = {}
     for inst in series.instances:
-        frames[inst.sop_instance_uid] = read_instance_frames(inst)[0]
+        ds = inst.ref.read()
+        frames[inst.sop_instance_uid] = to_units(ds, stored_frames(ds, inst.ref), units)
     volume = np.stack([frames[s.instance.sop_instance_uid][s.frame] for s in series.slices])
     first = series.first
     positions = (
@@ -776,7 +781,7 @@ def read_series_volume(series: Series) -> tuple[np.ndarray, VolumeInfo]:
     return volume, VolumeInfo(
         series_uid=series.series_uid,
         modality=series.modality,
-        units=series.units,
+        units=units,
         positions=positions,
         orientation=first.orientation,
         pixel_spacing=first.pixel_spacing,

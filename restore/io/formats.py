@@ -30,6 +30,10 @@ DPI_EXTENSIONS = frozenset({".png", *JPEG_EXTENSIONS, *TIFF_EXTENSIONS})
 
 # ----------------------------------------------------------------------------- videos
 
+# animations, upscaled as videos (restore.io.animation, by content: GIF always, WebP when it has
+# several frames, else it is a still image) and written when an output is named so
+ANIMATION_EXTENSIONS = frozenset({".gif", ".webp"})
+
 # containers FFmpeg reads that we treat as video inputs (upscaling, training data, calibration)
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".mts", ".mpg", ".mpeg", ".wmv", ".flv", ".y4m"}

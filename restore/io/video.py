@@ -50,6 +50,7 @@ from .formats import (
     ATTACHMENT_MUXERS, CRF_RANGE, FALLBACK_AUDIO_CODECS, FALLBACK_SUBTITLE_CODEC, HDR_SEI_OPTIONS, MOV_CODEC_TAGS,
     MOV_MUXERS, RATE_CONTROLLED_CODECS, SAR_CODECS, VIDEO_CODECS, X26X_PRESETS,
 )
+from .animation import is_animation, probe_animation, read_animation
 from .image import write_image
 
 logger = logging.getLogger("restore.io")
@@ -266,8 +267,11 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     :class:`~restore.errors.InputError` for a missing or empty file, a file FFmpeg cannot open
     ("not a video: ..."), a file without video ("no video stream (audio-only file)"), an
     unsupported pixel format (float or deeper than 16 bits) and a stream with no decodable frame.
+    GIF and animated WebP files are probed by :func:`~restore.io.animation.probe_animation`.
     """
     path = Path(path)
+    if is_animation(path):
+        return probe_animation(path)
     with _open_input(path) as container:
         stream = _video_stream(container, path)
         ctx = stream.codec_context
@@ -342,6 +346,10 @@ class VideoReader:
 
     ``info`` is the file's :func:`probe_video` when the caller has it already; without it the
     file is probed here (probing opens the file and decodes its first frame).
+
+    A GIF or animated WebP is decoded by Pillow (:mod:`restore.io.animation`): RGB with alpha
+    composited over black, pts in milliseconds; a frame it cannot decode raises ``InputError``
+    under every ``on_error``.
     """
 
     def __init__(
@@ -376,6 +384,9 @@ class VideoReader:
         info = self.info
         self.close()
         self.concealed = 0
+        if is_animation(self.path):  # Pillow's frames, each with its own duration; pts in ms
+            yield from read_animation(self.path)
+            return
         self._container = container = _open_input(self.path)
         stream = _video_stream(container, self.path)
         stream.thread_type = "AUTO"
@@ -945,6 +956,8 @@ def concat_segments(
     """
     segments = [Path(s) for s in segments]
     output = Path(output)
+    if source is not None and is_animation(source):
+        source = None  # no audio, subtitles, tags or chapters to carry over (and FFmpeg cannot read animated WebP)
     if not segments:
         raise ValueError("concat_segments needs at least one segment")
     if all(s.is_dir() for s in segments):

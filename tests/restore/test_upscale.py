@@ -425,10 +425,10 @@ def test_resume_with_other_settings_is_refused(long_clip, tmp_path):
 
 
 def test_progress_total_is_estimated_for_matroska(tmp_path):
-    from restore.batch import WorkItem, _count_frames
+    from restore.batch import WorkItem, estimated_frames
 
     mkv = make_sample_video(tmp_path / "c.mkv", frames=15, width=32, height=32)  # no frame count stored
-    assert _count_frames(WorkItem(mkv, tmp_path / "o.mkv", "video")) == 15
+    assert estimated_frames(WorkItem(mkv, tmp_path / "o.mkv", "video")) == 15
 
 
 def test_help_texts_are_for_users():

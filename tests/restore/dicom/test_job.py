@@ -17,7 +17,8 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from cli import main
-from tests.dicom_study import cr, write_study
+from tests.dicom_study import bundled as bundled_dataset
+from tests.dicom_study import cr, ct_with_padding, enhanced, write_study
 
 PHI = {"PatientName": "Doe^Jane", "PatientID": "PID-884422", "PatientBirthDate": "19700101"}
 
@@ -88,11 +89,25 @@ def test_mixed_folder_identity_round_trip(tmp_path, mixed_inputs, capsys):
 
     written = sorted(out.rglob("*.dcm"))
     assert len(written) == 8 and not list(out.glob(".*partial"))
+    # --compress keep (the default): a lossless input syntax is kept, a lossy one is written
+    # uncompressed with the reason; every output decodes to the values written (checked on write)
+    uid = pydicom.uid
+    syntax = {Path(f["path"]).name: (f["transfer_syntax"], f["note"]) for f in report["files"] if f["output"]}
+    lossy = "written uncompressed: the input's transfer syntax {} is (or may be) lossy"
+    assert syntax == {
+        "1": (uid.ExplicitVRLittleEndian.name, None), "2": (uid.ExplicitVRLittleEndian.name, None),
+        "3": (uid.ExplicitVRLittleEndian.name, None), "us_bigendian": (uid.ExplicitVRLittleEndian.name, None),
+        "mr_j2k": (uid.JPEG2000Lossless.name, None), "rgb_rle": (uid.RLELossless.name, None),
+        "jpeg": (uid.ExplicitVRLittleEndian.name, lossy.format(uid.JPEGExtended12Bit.name)),
+        "multiframe_ybr_jpeg": (uid.ExplicitVRLittleEndian.name, lossy.format(uid.JPEGBaseline8Bit.name)),
+    }
+    assert lossy.format(uid.JPEGBaseline8Bit.name) in console.out
+    written_syntax = {f["output"]: f["transfer_syntax"] for f in report["files"] if f["output"]}
     sop_uids = set()
     for path in written:
         ds = pydicom.dcmread(path)
         source_uid = ds.SourceImageSequence[0].ReferencedSOPInstanceUID
-        assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+        assert ds.file_meta.TransferSyntaxUID.name == written_syntax[str(path.relative_to(out))]
         assert ds.SOPInstanceUID == ds.file_meta.MediaStorageSOPInstanceUID != source_uid
         assert pydicom.uid.UID(ds.SOPInstanceUID).is_valid and pydicom.uid.UID(ds.SeriesInstanceUID).is_valid
         assert list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"] and "ct-denoise" in ds.SeriesDescription
@@ -250,16 +265,17 @@ def _dciodvfy(path: Path) -> set[str]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="needs dciodvfy (Debian dicom3tools: `make dicom3tools`)")
-@pytest.mark.parametrize("task", ["ct-denoise", "sr-x2"])
-def test_outputs_add_no_dciodvfy_error_or_warning_over_their_inputs(tmp_path, task):
+@pytest.mark.parametrize(("task", "compress"), [("ct-denoise", "keep"), ("sr-x2", "keep"), ("ct-denoise", "rle"),
+                                                ("ct-denoise", "jpeg-ls"), ("ct-denoise", "j2k")])
+def test_outputs_add_no_dciodvfy_error_or_warning_over_their_inputs(tmp_path, task, compress):
     """Every object of a small study (CT with padding, MR, NM, CR, multi-frame US with regions,
-    Enhanced CT and MR, RGB secondary capture) through `restore dicom`: what dciodvfy finds in each
-    output, it already found in its input."""
+    Enhanced CT and MR, RGB secondary capture) through `restore dicom`, in every --compress
+    syntax: what dciodvfy finds in each output, it already found in its input."""
     paths = write_study(tmp_path / "in")
     out, report_path = tmp_path / "out", tmp_path / "r.json"
     model = ["--model", "identity"] if task != "sr-x2" else []
-    assert run([tmp_path / "in", "-o", out, "--task", task, *model, "--modalities", "any", "-q",
-                "--report", report_path]) == 0
+    assert run([tmp_path / "in", "-o", out, "--task", task, *model, "--modalities", "any", "--compress", compress,
+                "-q", "--report", report_path]) == 0
     report = json.loads(report_path.read_text())
     assert sorted(Path(f["path"]).stem for f in report["files"] if f["status"] == "processed") == sorted(paths)
     added = {Path(f["path"]).stem: sorted(_dciodvfy(out / f["output"]) - _dciodvfy(Path(f["path"])))
@@ -366,3 +382,29 @@ def test_the_progress_bar_counts_only_the_series_asked_for(tmp_path, capsys):
     console = capsys.readouterr()
     assert "restore dicom: 1 series, 3 slices (1 series excluded" in console.out
     assert "series 1/1" in console.err and "3/3" in console.err and "/4" not in console.err
+
+
+def test_compress_writes_each_lossless_syntax_decoding_to_the_values_written(tmp_path):
+    """--compress rle|jpeg-ls|j2k|none on signed 16-bit CT with padding, 16-bit MR, 12-bit CR,
+    multi-frame Enhanced CT and RGB: every output is in the syntax asked for, decodes to exactly the
+    values of the uncompressed output, and keeps its UIDs (a lossless re-encoding is the same instance)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, ds in (("ct", ct_with_padding()), ("mr", bundled_dataset("MR_small.dcm")), ("cr", cr()),
+                     ("enhanced_ct", enhanced("CT")), ("sc_rgb", bundled_dataset("SC_rgb_rle.dcm"))):
+        ds.save_as(folder / name, enforce_file_format=True)
+    syntaxes = {"none": pydicom.uid.ExplicitVRLittleEndian, "rle": pydicom.uid.RLELossless,
+                "jpeg-ls": pydicom.uid.JPEGLSLossless, "j2k": pydicom.uid.JPEG2000Lossless}
+    written = {}
+    for compress, syntax in syntaxes.items():
+        out, report_path = tmp_path / compress, tmp_path / f"{compress}.json"
+        assert run([folder, "-o", out, "--task", "ct-denoise", "--model", "identity", "--modalities", "any",
+                    "--compress", compress, "-q", "--report", report_path]) == 0
+        for f in json.loads(report_path.read_text())["files"]:
+            ds = pydicom.dcmread(out / f["output"])
+            assert ds.file_meta.TransferSyntaxUID == syntax and f["transfer_syntax"] == syntax.name
+            written[compress, Path(f["path"]).name] = (ds.SOPInstanceUID, ds.pixel_array)
+    for (compress, name), (sop_uid, pixels) in written.items():
+        plain_uid, plain = written["none", name]
+        assert sop_uid == plain_uid and pixels.dtype == plain.dtype and np.array_equal(pixels, plain), (compress, name)
+    assert np.array_equal(written["none", "ct"][1], ct_with_padding().pixel_array)  # identity: the input's values

@@ -10,7 +10,9 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from restore.dicom.writer import Derivation, check_written, derive, encode_stored, resample_refusal, write_verified
+from restore.dicom.writer import (
+    Derivation, check_written, derive, encode_stored, output_syntax, resample_refusal, write_verified,
+)
 from restore.errors import OutputError
 from restore.io.dicom import frame_attribute
 from tests.dicom_study import bundled, cr, enhanced, us_regions
@@ -149,3 +151,20 @@ def test_derived_instances_are_dated_and_coded_for_what_this_tool_did():
     assert (nm.ContentDate, nm.ContentTime) == ("20260304", "130506.123456")  # in its -0400
     assert [(c.CodeValue, c.CodeMeaning) for c in nm.DerivationCodeSequence] == [("113085", "Spatial resampling")]
     assert nm.LossyImageCompression == "01"  # what the source went through stays said
+
+
+def test_output_syntax_keeps_a_lossless_input_syntax_and_never_re_encodes_a_lossy_one():
+    # every output was Explicit VR Little Endian, 1.5x to 5.6x the size of a compressed input
+    uid = pydicom.uid
+    for kept in (uid.RLELossless, uid.JPEGLSLossless, uid.JPEG2000Lossless, uid.DeflatedExplicitVRLittleEndian):
+        assert output_syntax(kept, "keep") == (kept, None)
+    for native in (uid.ImplicitVRLittleEndian, uid.ExplicitVRLittleEndian, uid.ExplicitVRBigEndian):
+        assert output_syntax(native, "keep") == (uid.ExplicitVRLittleEndian, None)
+    for lossy in (uid.JPEGBaseline8Bit, uid.JPEG2000, uid.JPEGLSNearLossless):
+        assert output_syntax(lossy, "keep") == (
+            uid.ExplicitVRLittleEndian, f"written uncompressed: the input's transfer syntax {lossy.name} is (or may be) lossy")
+    syntax, why = output_syntax(uid.JPEGLosslessSV1, "keep")
+    assert syntax == uid.ExplicitVRLittleEndian and why.endswith("has no encoder in pydicom")
+    for compress, syntax in (("none", uid.ExplicitVRLittleEndian), ("rle", uid.RLELossless),
+                             ("jpeg-ls", uid.JPEGLSLossless), ("j2k", uid.JPEG2000Lossless)):
+        assert output_syntax(uid.JPEGBaseline8Bit, compress) == (syntax, None)  # lossless, whatever the input

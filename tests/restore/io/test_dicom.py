@@ -220,3 +220,12 @@ def test_padding_mask_marks_padding_in_the_units_of_the_pixels():
     assert np.array_equal(padding_mask(ds, hu, "HU"), (stored >= CT_PADDING) & (stored <= 200))
     del ds.PixelPaddingValue
     assert padding_mask(ds, hu, "HU") is None
+
+
+def test_rescaled_units_apply_the_rescale_of_any_grey_scale_modality():
+    # what `restore dicom --nifti` writes for a non-CT series (a PET/MR slope, per frame when enhanced)
+    ds = pydicom.dcmread(bundled("MR_small.dcm"))
+    ds.RescaleSlope, ds.RescaleIntercept = 0.5, -10
+    stored = stored_frames(ds)
+    assert np.array_equal(to_units(ds, stored, "stored"), stored.astype(np.float32))
+    assert np.array_equal(to_units(ds, stored, "rescaled"), (stored * 0.5 - 10).astype(np.float32))
