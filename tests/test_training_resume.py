@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Timer
 
+from tests.processes import default_sigint
 from training import RestoreCLI
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,6 +142,6 @@ def test_last_checkpoint_when_a_signal_stops_the_run(signal_name, tmp_path):
     cmd = [sys.executable, "-m", "cli", "train", *_args(tmp_path, "--trainer.max_steps=40"),
            "--config", _callbacks(tmp_path / "cb.json", stop)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(ROOT)]), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, preexec_fn=default_sigint)
     assert done.returncode == {"SIGTERM": 143, "SIGINT": 1}[signal_name], done.stderr[-2000:]
     assert _last(tmp_path)["global_step"] == 3, done.stderr[-2000:]

@@ -16,6 +16,7 @@ import pytest
 import cli
 from restore.io.samples import make_sample_video
 from tests.fixtures import corrupt_packet, make_video, unknown_codec
+from tests.processes import default_sigint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -359,7 +360,7 @@ sys.exit(cli.main())
 def _start_and_kill(args: list[str], out: Path, sig: int) -> subprocess.Popen:
     """Run ``restore ARGS``, send ``sig`` once two segments of ``out`` are committed, wait for the exit."""
     proc = subprocess.Popen([sys.executable, "-c", _ANNOUNCING_CLI, *args], cwd=ROOT, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     committed = 0
     for line in proc.stdout:  # blocks until the next segment is committed, or the run ends
         committed += line.startswith("committed ")
