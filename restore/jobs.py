@@ -311,11 +311,12 @@ def upscale_video_file(
     """
     from .io.video import VideoReader, probe_video
 
-    if dst.suffix.lower() in ANIMATION_EXTENSIONS:
-        return upscale_animation_file(src, dst, model, opts, on_frames, info)
     start = time.perf_counter()
     # 1. Probe the input
     info = info or probe_video(src)
+    if dst.suffix.lower() in ANIMATION_EXTENSIONS:
+        return _as_animation(src, dst, opts, info.duration,
+                             lambda video, lossless: upscale_video_file(src, video, model, lossless, on_frames, info))
     # 2. Open the segments (an output name we write no container for is refused here, before any
     #    work): a fresh partial folder, or the finished segments of an interrupted run
     sink = open_video_output(src, dst, model, opts, info)
@@ -360,33 +361,28 @@ def upscale_image_file(src: Path, dst: Path, model: LoadedModel, opts: UpscaleOp
     return JobResult(str(src), "ok", str(dst), 1, time.perf_counter() - start)
 
 
-def upscale_animation_file(
-    src: Path,
-    dst: Path,
-    model: LoadedModel,
-    opts: UpscaleOptions,
-    on_frames: Callable[[int], None] = lambda n: None,
-    info: VideoInfo | None = None,
+def _as_animation(
+    src: Path, dst: Path, opts: UpscaleOptions, duration: float | None, upscale: Callable[[Path, UpscaleOptions], JobResult]
 ) -> JobResult:
     """Upscale a video or animation ``src`` into an animated GIF or WebP ``dst``.
 
-    The frames are made as for any video, into a lossless RGB video beside ``dst`` (hidden,
-    resumable with ``--resume``), which is then written as the animation with the timing and, for
+    The frames are made as for any video, ``upscale(video, lossless_opts)`` (the video path of
+    :func:`upscale_video_file`), into a lossless RGB video beside ``dst`` (hidden, resumable with
+    ``--resume``), which is then written as the animation with the timing (``duration``: the
+    source's, seconds) and, for
     an animated source, the loop count of ``src`` (a video's loops forever), and removed. ``dst``
     appears only when complete; the encoder options do not apply.
     """
     from .atomic import atomic_path, remove
     from .io.animation import is_animation, loop_count, video_to_animation
-    from .io.video import probe_video
 
     if not _check_output(dst, opts):
         return JobResult(str(src), "skipped", str(dst), error="output exists (done in an earlier run)")
-    info = info or probe_video(src)
     video = dst.with_name(f".{dst.name}.restore-frames.mkv")
     lossless = replace(opts, codec="ffv1", pix_fmt="bgr0", crf=None, preset=None, keep_audio=False)
-    result = upscale_video_file(src, video, model, lossless, on_frames, info)
+    result = upscale(video, lossless)
     with atomic_path(dst) as tmp:
-        video_to_animation(video, tmp, duration=info.duration, loop=loop_count(src) if is_animation(src) else 0)
+        video_to_animation(video, tmp, duration=duration, loop=loop_count(src) if is_animation(src) else 0)
     remove(video)
     return replace(result, status="ok", output=str(dst), error=None)
 
