@@ -1,5 +1,5 @@
 """Medical degradations (low-dose CT in the projection domain from ``models.ct_dose``, MR Rician
-noise, SR downsampling) and made-up clean slices to train on (random phantoms, natural images as
+noise from ``models.mr_noise``, SR downsampling) and made-up clean slices to train on (random phantoms, natural images as
 attenuation maps).
 
 All functions take and return ``float32`` numpy arrays; CT slices are ``(H, W)`` in HU, other
@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-# the CT physics lives in models/ so that the benchmark (restore/) can simulate doses too
+# the CT and MR physics live in models/ so that the benchmark (restore/) can simulate them too
 from models.ct_dose import MU_WATER_PER_CM, hu_to_mu, mu_to_hu, simulate_low_dose_ct
+from models.mr_noise import add_relative_rician_noise, add_rician_noise
 
 __all__ = [
-    "MU_WATER_PER_CM", "add_rician_noise", "bicubic_downsample", "hu_to_mu", "image_as_slice", "kspace_downsample",
+    "MU_WATER_PER_CM", "add_relative_rician_noise", "add_rician_noise", "bicubic_downsample", "hu_to_mu", "image_as_slice", "kspace_downsample",
     "mu_to_hu", "random_phantom", "simulate_low_dose_ct",
 ]
 
@@ -23,12 +24,6 @@ __all__ = [
 _TISSUES_HU = {"air": (-1000, -900), "lung": (-900, -600), "fat": (-120, -60), "fluid": (0, 20),
                "soft tissue": (20, 80), "enhancing": (80, 200), "bone": (400, 1500)}
 _AIR_HU = -1000.0
-
-
-def add_rician_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """Magnitude MR noise: ``sqrt((x + n1)^2 + n2^2)``, ``n1, n2 ~ N(0, sigma^2)`` (image units)."""
-    x = image.astype(np.float64)
-    return np.sqrt((x + rng.normal(0.0, sigma, x.shape)) ** 2 + rng.normal(0.0, sigma, x.shape) ** 2).astype(np.float32)
 
 
 def kspace_downsample(image: np.ndarray, scale: int) -> np.ndarray:

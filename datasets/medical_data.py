@@ -30,11 +30,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from models.rat.partitions import PartitionCache, PartitionConfig
-from restore.errors import InputError
+from restore.errors import InputError, OptionError
 from restore.io.formats import IMAGE_EXTENSIONS, is_image
 
 from .medical import (
-    add_rician_noise, bicubic_downsample, image_as_slice, kspace_downsample, random_phantom, simulate_low_dose_ct,
+    add_relative_rician_noise, bicubic_downsample, image_as_slice, kspace_downsample, random_phantom, simulate_low_dose_ct,
 )
 
 DEGRADATIONS = ("low_dose_ct", "rician", "kspace", "bicubic")
@@ -77,7 +77,7 @@ class Degradation:
             return simulate_low_dose_ct(clean, _draw(self.dose_fraction, rng), rng, i0=self.i0,
                                         electronic_noise=self.electronic_noise, pixel_size_mm=pixel_size_mm or 0.7)
         if self.kind == "rician":
-            return add_rician_noise(clean, _draw(self.rician_sigma, rng) * float(np.percentile(clean, 99.5)), rng)
+            return add_relative_rician_noise(clean, _draw(self.rician_sigma, rng), rng)
         if self.kind == "kspace":
             return kspace_downsample(clean, self.scale)
         return bicubic_downsample(clean, self.scale)
@@ -109,12 +109,16 @@ class SliceSource:
     """One training/validation slice: ``load()`` -> ``(input, target)`` arrays in physical units,
     ``(H, W)`` or ``(H, W, C)``; ``units``: ``"HU"``, ``"stored"`` or ``"image"``;
     ``simulation``: a description of the simulated degradation (its parameters and seed), None for
-    a real pair; only simulated pairs are cached, under a key that includes it."""
+    a real pair; only simulated pairs are cached, under a key that includes it. ``shape``: the
+    input's ``(H, W)`` where known without reading it, and ``origin`` the file it comes from, so
+    that a slice smaller than the training patch is reported before training starts."""
 
     key: str
     load: Callable[[], tuple[np.ndarray, np.ndarray]]
     units: str
     simulation: str | None = None
+    shape: tuple[int, int] | None = None
+    origin: str | None = None
 
 
 def _dicom_slices(folder: str | Path) -> list[tuple[str, object, object]]:
@@ -250,12 +254,22 @@ class MedicalDataModule(pl.LightningDataModule):
         sources = sorted(self.sources(), key=lambda s: s.key)
         n_val = max(1, int(round(len(sources) * self.val_fraction)))
         train, val = (sources[:-n_val], sources[-n_val:]) if len(sources) > 1 else (sources, sources)
+        self._check_patch_fits(train)
         modality = {"HU": "ct", "stored": "mr"}.get(sources[0].units, "other")
         partitions = PartitionCache(PartitionConfig(**{**asdict(self.partition), "modality": modality}),
                                     self.cache_dir / "partitions" if self.cache_dir else None)
         degraded = self.cache_dir / "slices" if self.cache_dir else None
         self.train_set = SliceDataset(train, partitions, self.scale, self.hu_range, self.patch_size, degraded)
         self.val_set = SliceDataset(val, partitions, self.scale, self.hu_range, None, degraded)
+
+    def _check_patch_fits(self, sources: list[SliceSource]) -> None:
+        # a worker's exception reaches the trainer as a bare RuntimeError: check here, in the main process
+        p = self.patch_size
+        for src in sources:
+            if p is not None and src.shape is not None and min(src.shape) < p:
+                h, w = src.shape
+                raise OptionError(None, f"data.init_args.patch_size {p} is larger than the {h}x{w} slice {src.key}"
+                                  f" of {src.origin or 'the data'}: lower patch_size or leave the file out")
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers,
@@ -290,7 +304,8 @@ class PairedDicomDataModule(MedicalDataModule):
             pairs = [(k, s, r, lr) for (k, s, r), (_, _, lr) in zip(full, low)]
         if not pairs:
             raise InputError(self.low_dose_dir, f"no slice matches a slice of {self.full_dose_dir} by position")
-        return [SliceSource(key, (lambda full=r, low=lr: (_read_slice(low), _read_slice(full))), s.units)
+        return [SliceSource(key, (lambda full=r, low=lr: (_read_slice(low), _read_slice(full))), s.units,
+                            shape=(lr.instance.rows, lr.instance.columns), origin=str(lr.instance.ref))
                 for key, s, r, lr in pairs]
 
 
@@ -320,14 +335,17 @@ class DicomDataModule(MedicalDataModule):
         folders = [self.dicom_dir] if isinstance(self.dicom_dir, str) else list(self.dicom_dir or [])
         real = [s for folder in folders for s in _dicom_slices(folder)]
         units = real[0][1].units if real else "HU"  # made-up slices alone are CT: phantoms are in HU
-        clean: list[tuple[str, Callable[[], np.ndarray], float | None]] = [
-            (key, (lambda ref=ref: _read_slice(ref)), (series.first.pixel_spacing or (None,))[0])
+        clean: list[tuple[str, Callable[[], np.ndarray], float | None, tuple[int, int], str]] = [
+            (key, (lambda ref=ref: _read_slice(ref)), (series.first.pixel_spacing or (None,))[0],
+             (ref.instance.rows, ref.instance.columns), str(ref.instance.ref))
             for key, series, ref in real
         ]
         clean += self._synthetic(units)
         simulation = f"{self.degradation}/{self.seed}"
         out = []
-        for key, read, spacing in clean:
+        for key, read, spacing, shape, origin in clean:
+            # the degraded slice of an SR degradation is smaller by its scale
+            lr_shape = (shape[0] // self.degradation.scale, shape[1] // self.degradation.scale)
             for r in range(self.realizations):
                 name = key if self.realizations == 1 else f"{key}#{r}"
 
@@ -335,15 +353,16 @@ class DicomDataModule(MedicalDataModule):
                     image = read()
                     return self.degradation(image, self._rng(name), spacing), image
 
-                out.append(SliceSource(name, load, units, simulation))
+                out.append(SliceSource(name, load, units, simulation, lr_shape, origin))
         return out
 
-    def _synthetic(self, units: str) -> list[tuple[str, Callable[[], np.ndarray], float]]:
+    def _synthetic(self, units: str) -> list[tuple[str, Callable[[], np.ndarray], float, tuple[int, int], str]]:
         cfg = self.synthetic
+        size = (cfg.size, cfg.size)
         if cfg.phantoms and units != "HU":
             raise ValueError(f"synthetic phantoms are CT (HU) slices; {self.dicom_dir} holds {units} images")
-        made = [(f"phantom/{i:05d}", (lambda i=i: random_phantom(cfg.size, self._rng(f"phantom/{i}"))), cfg.pixel_size_mm)
-                for i in range(cfg.phantoms)]
+        made = [(f"phantom/{i:05d}", (lambda i=i: random_phantom(cfg.size, self._rng(f"phantom/{i}"))), cfg.pixel_size_mm,
+                 size, "a random phantom") for i in range(cfg.phantoms)]
         if cfg.image_dir:
             import cv2
 
@@ -357,7 +376,7 @@ class DicomDataModule(MedicalDataModule):
                     raise InputError(path, "unreadable image")
                 return image_as_slice(raw.astype(np.float32) / np.iinfo(raw.dtype).max, cfg.size, units, self._rng(str(path)))
 
-            made += [(f"image/{p.relative_to(cfg.image_dir)}", (lambda p=p: read(p)), cfg.pixel_size_mm)
+            made += [(f"image/{p.relative_to(cfg.image_dir)}", (lambda p=p: read(p)), cfg.pixel_size_mm, size, str(p))
                      for p in files[: cfg.max_images]]
         return made
 

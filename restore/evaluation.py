@@ -1,4 +1,4 @@
-"""Evaluation protocols behind ``restore bench quality``: SR on still images, video SR, CT denoising.
+"""Evaluation protocols behind ``restore bench quality``: SR on still images, video SR, CT and MR denoising.
 
 * **Bicubic (BI) super-resolution protocol** of the SR literature (see ``docs/BENCHMARKS.md``):
   the HR image is cropped to a multiple of the scale, the LR input is its antialiased bicubic
@@ -8,9 +8,10 @@
 * **Temporal consistency**: the warping error of Lai et al. (ECCV 2018) with optical flow
   computed on the *ground truth* (OpenCV DIS), so that every method is warped by the same motion.
 * **CT**: PSNR/SSIM of HU clipped to a display window (default the soft-tissue [-160, 240] HU).
+* **MR**: PSNR/SSIM of magnitude slices scaled by the clean slice's 99.5th percentile to [0, 1].
 
 Images are ``(C, H, W)`` / clips ``(T, C, H, W)`` float tensors in [0, 1] (CT: ``(H, W)`` HU
-arrays) unless stated otherwise.
+arrays; MR: ``(H, W)`` arrays in stored units) unless stated otherwise.
 """
 
 from __future__ import annotations
@@ -160,13 +161,50 @@ def warping_error(clip: torch.Tensor, reference: torch.Tensor) -> float:
     return float(np.mean(errors)) if errors else float("nan")
 
 
-def evaluate_clip(model: nn.Module, hr: torch.Tensor, scale: int, *, temporal: bool) -> dict[str, float]:
+def evaluate_clip(model: nn.Module, hr: torch.Tensor, scale: int, *, temporal: bool, lr_degradation: str | None = None,
+                  seed: int = 0) -> dict[str, float]:
     """The BI protocol on a clip ``(T, 3, H, W)``: mean PSNR/SSIM-Y over frames and the warping
-    error of the output (``warp_error``), both against ``hr``."""
+    error of the output (``warp_error``), both against ``hr``. ``lr_degradation``: what a real
+    video's LR has on top of the downscale (:func:`degrade_lr`, drawn from ``seed``)."""
     hr = mod_crop(hr, scale)
-    sr = quantize(super_resolve(model, bicubic_downscale(hr, scale), temporal=temporal))
+    lr = bicubic_downscale(hr, scale)
+    if lr_degradation:
+        lr = degrade_lr(lr, lr_degradation, seed)
+    sr = quantize(super_resolve(model, lr, temporal=temporal))
     value_psnr, value_ssim = sr_metrics(sr, hr, scale)
     return {"psnr": value_psnr, "ssim": value_ssim, "warp_error": warping_error(sr, hr)}
+
+
+# kind -> what its number is
+LR_DEGRADATIONS = {"noise": "Gaussian noise std in 8-bit levels", "h264": "libx264 constant rate factor"}
+
+
+def degrade_lr(lr: torch.Tensor, spec: str, seed: int = 0) -> torch.Tensor:
+    """``lr`` ``(T, 3, h, w)`` in [0, 1] with a degradation of ``spec`` ``"KIND:VALUE"`` (kinds of
+    ``LR_DEGRADATIONS``: ``noise:10`` adds white Gaussian noise of std 10/255 per pixel and
+    channel, seeded by ``seed``; ``h264:28`` round-trips the clip through libx264 at CRF 28,
+    4:2:0), 8-bit quantised."""
+    from .io.memory_video import compress_clip
+
+    kind, value = parse_lr_degradation(spec)
+    if kind == "noise":
+        generator = torch.Generator().manual_seed(seed)
+        noisy = lr + torch.randn(lr.shape, generator=generator, dtype=lr.dtype) * value / 255
+        return quantize(noisy.clamp(0, 1))
+    return compress_clip(lr, "libx264", crf=int(value))[0]
+
+
+def parse_lr_degradation(spec: str) -> tuple[str, float]:
+    """``"KIND:VALUE"`` -> ``(kind, value)``; ValueError naming the known kinds otherwise."""
+    kind, _, value = spec.partition(":")
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if kind not in LR_DEGRADATIONS or number < 0:
+        known = ", ".join(f"{k}:N ({v})" for k, v in LR_DEGRADATIONS.items())
+        raise ValueError(f"unknown LR degradation {spec!r} (known: {known})")
+    return kind, number
 
 
 def synthetic_clip(frames: int, height: int, width: int, seed: int = 0, step: tuple[float, float] = (1.5, 0.75)) -> torch.Tensor:
@@ -292,3 +330,17 @@ def sweep(center: float, factors: Sequence[float] = (0.5, 1.0, 1.5, 2.0, 3.0, 4.
     """Parameters ``center * factor`` for a small grid search. Wide on the high side: CT noise is
     not stationary (streaks near bone), so the best global sigma can lie well above the mean std."""
     return [center * f for f in factors]
+
+
+# --------------------------------------------------------------------------------------------- MR
+
+
+def mr_metrics(pred: np.ndarray, clean: np.ndarray) -> dict[str, float]:
+    """PSNR (dB) and SSIM of ``(H, W)`` MR magnitude slices divided by the clean slice's reference
+    intensity (``models.mr_noise.reference_intensity``, what a noise level is a fraction of) and
+    clipped to [0, 1], data range 1."""
+    from models.mr_noise import reference_intensity
+
+    peak = max(reference_intensity(clean), 1e-6)
+    pred_t, clean_t = (torch.from_numpy(np.clip(a / peak, 0.0, 1.0).astype(np.float64))[None] for a in (pred, clean))
+    return {"psnr": float(psnr(pred_t, clean_t, data_range=1.0)), "ssim": float(ssim(pred_t, clean_t, data_range=1.0))}

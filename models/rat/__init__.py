@@ -10,6 +10,13 @@ from __future__ import annotations
 from .network import RAT, RATConfig
 
 # Presets for the registry. "rat-s-*" follow the published layout at half width.
+# CPU-sized (about 1 s per 512x512 slice on 2 cores): three levels so that region attention runs
+# at 1/8 scale, bilinear upsampling (no sub-pixel grid), MSGA with per-scale heads. The weights
+# shipped before 2026-12-01 (width 32, two levels, PixelShuffle) carry their own config in their
+# card and still load.
+_RAT_S = {"in_channels": 1, "width": 16, "enc_depths": [1, 1, 1], "dec_depths": [1, 1, 1], "bottleneck_layers": 2,
+          "heads": 4, "msga_channels": 16, "scale": 1, "upsample": "bilinear", "deep_supervision": True}
+
 PRESETS: dict[str, dict] = {
     "rat-t": {  # tests and smoke runs only: not listed by `restore models`
         "task": "ct-denoise",
@@ -17,21 +24,8 @@ PRESETS: dict[str, dict] = {
         "config": {"in_channels": 1, "width": 8, "enc_depths": [1, 1], "dec_depths": [1, 1], "bottleneck_layers": 1,
                    "heads": 2, "msga_channels": 8, "scale": 1},
     },
-    # CPU-sized (about 1 s per 512x512 slice on 2 cores): three levels so that region attention
-    # runs at 1/8 scale, bilinear upsampling (no sub-pixel grid), MSGA with per-scale heads.
-    # The weights shipped before 2026-12-01 (width 32, two levels, PixelShuffle) carry their own
-    # config in their card and still load.
-    "rat-s-ct": {
-        "task": "ct-denoise",
-        "config": {"in_channels": 1, "width": 16, "enc_depths": [1, 1, 1], "dec_depths": [1, 1, 1],
-                   "bottleneck_layers": 2, "heads": 4, "msga_channels": 16, "scale": 1, "upsample": "bilinear",
-                   "deep_supervision": True},
-    },
-    "rat-s-mr": {
-        "task": "mr-denoise",
-        "config": {"in_channels": 1, "width": 32, "enc_depths": [2, 2], "dec_depths": [2, 2], "bottleneck_layers": 4,
-                   "heads": 8, "msga_channels": 32, "scale": 1},
-    },
+    "rat-s-ct": {"task": "ct-denoise", "config": dict(_RAT_S)},
+    "rat-s-mr": {"task": "mr-denoise", "config": dict(_RAT_S)},
 }
 
 __all__ = ["RAT", "RATConfig", "RATModule", "PRESETS"]

@@ -1,4 +1,4 @@
-"""``restore bench quality``: PSNR/SSIM of SR models on Set5/Set14, video clips and CT denoising, plus speed.
+"""``restore bench quality``: PSNR/SSIM of SR models on Set5/Set14, video clips, CT and MR denoising, plus speed.
 
 Suites (``--suite``, comma-separated):
 
@@ -7,12 +7,18 @@ Suites (``--suite``, comma-separated):
 * ``video``: clips of ``--clips DIR`` (HR; LR made by the same protocol) or, without it, synthetic
   pans; PSNR/SSIM-Y and the warping error (flow from the ground truth) per model, frame by frame
   (T = 1) and with the model's temporal context, next to the ground truth's own warping error;
+  with ``--lr-degradations`` (e.g. ``noise:10,h264:28``, ``restore.evaluation.degrade_lr``) also
+  PSNR/SSIM-Y from LR that is noisy or compressed, as real video is, with the temporal context;
 * ``ct``: slices of ``--ct`` DICOM paths with simulated reduced dose (``--dose``, a list, projection
   domain, ``models.ct_dose``) and white Gaussian noise (``--gaussian-hu``, a list); the noisy
   input, ``--ct-models`` (``nlm``, RAT weights...) and BM3D with its sigma tuned against the clean
   slice (an oracle: its best case), in the [-160, 240] HU window, with each method's mean HU error
   per tissue (``restore.evaluation.hu_bias``), its error spectrum's peaks at 2-16 pixel periods
   (``periodic_peak``: ~1 for white noise) and its seconds per slice;
+* ``mr``: slices of ``--mr`` DICOM paths (MR series) with Rician noise of ``--rician`` (a list of
+  fractions of each slice's 99.5th percentile, ``models.mr_noise``); the noisy input and
+  ``--mr-models`` (``nlm``, RAT weights...) on the slice scaled to [0, 1] by that percentile,
+  with seconds per slice;
 * ``speed``: ``restore bench speed`` (same function) on the SR models and the SRVGG reference.
 
 Models are registry names; ``--weights LABEL=PATH`` gives a weight file (with its model card
@@ -35,7 +41,7 @@ PUBLISHED_X4: dict[str, dict] = {
     "SwinIR-light (2021)": {"params": "897K", "set5": (32.44, 0.8976), "set14": (28.77, 0.7858)},
     "SwinIR (2021)": {"params": "11.9M", "set5": (32.92, 0.9044), "set14": (29.09, 0.7950)},
 }
-SUITES = ("set5", "set14", "video", "ct", "speed")
+SUITES = ("set5", "set14", "video", "ct", "mr", "speed")
 # protocol check, always measured on set5/set14: the papers' bicubic, reproduces README's 28.43 / 26.09 dB
 IMRESIZE = "bicubic (imresize)"
 SPEED_REFERENCE = "srvgg-compact"
@@ -52,11 +58,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip-frames", type=int, default=12, help="frames read per clip")
     parser.add_argument("--clip-offset", type=int, default=0, help="frames skipped at the start of each clip")
     parser.add_argument("--clip-height", type=int, help="resize HR clips to this height first (antialiased); synthetic: 96")
+    parser.add_argument("--lr-degradations", default="",
+                        help="comma-separated degraded-LR conditions for the video suite: noise:SIGMA (8-bit levels), h264:CRF")
     parser.add_argument("--ct", nargs="*", default=[], help="DICOM files/folders/zips with CT series")
     parser.add_argument("--ct-models", default="nlm", help="comma-separated CT denoisers (registry names or labels)")
-    parser.add_argument("--ct-slices", type=int, default=1, help="slices per CT series (centred)")
+    parser.add_argument("--ct-slices", type=int, default=1, help="slices per CT (and MR) series (centred)")
     parser.add_argument("--dose", default="0.25", help="comma-separated simulated dose fractions")
     parser.add_argument("--gaussian-hu", default="", help="comma-separated white Gaussian noise levels (HU std) to add too")
+    parser.add_argument("--mr", nargs="*", default=[], help="DICOM files/folders/zips with MR series")
+    parser.add_argument("--mr-models", default="nlm", help="comma-separated MR denoisers (registry names or labels)")
+    parser.add_argument("--rician", default="0.03,0.05,0.1",
+                        help="comma-separated Rician noise levels, fractions of each slice's 99.5th percentile")
     parser.add_argument("--no-bm3d", action="store_true", help="skip BM3D (slow: ~5 runs per slice)")
     parser.add_argument("--speed-size", default="480x270", help="LR size WxH of the speed suite")
     parser.add_argument("--speed-frames", type=int, default=4)
@@ -80,6 +92,8 @@ def run(args: argparse.Namespace) -> dict:
         results["video"] = _video_suite(args, weights)
     if "ct" in suites:
         results["ct"] = _ct_suite(args, weights)
+    if "mr" in suites:
+        results["mr"] = _mr_suite(args, weights)
     if "speed" in suites:
         results["speed"] = _speed_suite(args, weights)
     print(markdown(results))
@@ -230,9 +244,14 @@ def _read_clips(args) -> dict:
 
 
 def _video_suite(args, weights: dict[str, str]) -> dict:
-    from restore.evaluation import evaluate_clip, mod_crop, warping_error
+    from restore.evaluation import evaluate_clip, mod_crop, parse_lr_degradation, warping_error
 
     scale = 4
+    for condition in _split(args.lr_degradations):
+        try:
+            parse_lr_degradation(condition)
+        except ValueError as exc:
+            raise SystemExit(f"--lr-degradations: {exc}") from None
     device = _device(args)
     clips = {name: mod_crop(clip, scale) for name, clip in _read_clips(args).items()}
     out = {"scale": scale, "clips": {}}
@@ -249,6 +268,11 @@ def _video_suite(args, weights: dict[str, str]) -> dict:
             for mode, temporal in modes.items():
                 metrics = evaluate_clip(model, hr, scale, temporal=temporal)
                 row["models"][f"{label} {mode}"] = {k: _significant(v) for k, v in metrics.items()}
+            for condition in _split(args.lr_degradations):
+                # every model sees the same noise draw (seeded by the run's --seed)
+                metrics = evaluate_clip(model, hr, scale, temporal=True, lr_degradation=condition, seed=args.seed)
+                row.setdefault("degraded_lr", {}).setdefault(condition, {})[label] = {
+                    "psnr": round(metrics["psnr"], 2), "ssim": round(metrics["ssim"], 4)}
         out["clips"][clip_name] = row
     return out
 
@@ -257,17 +281,20 @@ def _significant(value: float, digits: int = 4) -> float:
     return float(f"{value:.{digits}g}")
 
 
-def _ct_slices(paths: list[str], per_series: int):
-    """-> [(name, HU slice (H, W) float32, pixel size mm)] from the CT series under ``paths``."""
+def _series_slices(paths: list[str], per_series: int, modality: str) -> list[tuple[str, object, float]]:
+    """-> [(name, slice (H, W) float32, pixel size mm)]: ``per_series`` centred slices of every
+    single-channel series under ``paths`` of ``modality`` ("CT": in HU; "MR": in stored units)."""
     from restore.errors import InputError
     from restore.io.dicom import discover, read_series_volume
 
     found = discover(paths)
     slices = []
     for series in found.series:
-        if series.units != "HU":  # CT only (colour or MR series have other units)
+        if series.modality != modality or (modality == "CT" and series.units != "HU"):
             continue
         volume, info = read_series_volume(series)
+        if volume.ndim != 3:  # colour
+            continue
         centre = volume.shape[0] // 2
         start = max(0, centre - per_series // 2)
         for z in range(start, min(volume.shape[0], start + per_series)):
@@ -275,8 +302,16 @@ def _ct_slices(paths: list[str], per_series: int):
             slices.append((f"{Path(str(series.first.ref)).name}[{z}]", volume[z], float(spacing)))
     if not slices:
         reasons = "; ".join(f"{s.ref}: {s.reason}" for s in found.skipped[:3]) if found.skipped else "no image series"
-        raise InputError(",".join(paths), f"no CT series in HU ({reasons})")
+        raise InputError(",".join(paths), f"no single-channel {modality} series ({reasons})")
     return slices
+
+
+def _denoisers(task: str, labels: str, weights: dict[str, str], device) -> dict:
+    from restore.dicom.processing import ModelChoice, build_processor
+
+    return {label: build_processor(task, ModelChoice(registry_name(label, weights), False, label),
+                                   weights=weights.get(label), device=device)
+            for label in _split(labels)}
 
 
 def _ct_suite(args, weights: dict[str, str]) -> dict:
@@ -287,21 +322,15 @@ def _ct_suite(args, weights: dict[str, str]) -> dict:
     import numpy as np
 
     from models.ct_dose import simulate_low_dose_ct
-    from restore.dicom.processing import ModelChoice, build_processor
     from restore.evaluation import CT_WINDOW_HU, bm3d_denoise, ct_metrics, hu_bias, periodic_peak, sweep, tune_on_clean
 
     if not args.ct:
         raise SystemExit("the ct suite needs --ct PATH [PATH ...] (DICOM files or folders)")
-    device = _device(args)
-    processors = {
-        label: build_processor("ct-denoise", ModelChoice(registry_name(label, weights), False, label),
-                               weights=weights.get(label), device=device)
-        for label in _split(args.ct_models)
-    }
+    processors = _denoisers("ct-denoise", args.ct_models, weights, _device(args))
     conditions = [(f"dose {d}", {"dose": float(d)}) for d in _split(str(args.dose))]
     conditions += [(f"gaussian {g} HU", {"gaussian_hu": float(g)}) for g in _split(str(args.gaussian_hu))]
     rng = np.random.default_rng(args.seed)
-    slices = _ct_slices(args.ct, args.ct_slices)
+    slices = _series_slices(args.ct, args.ct_slices, "CT")
 
     def measure(out_hu: np.ndarray, clean: np.ndarray, seconds: float | None = None) -> dict:
         m = ct_metrics(out_hu, clean)
@@ -344,6 +373,40 @@ def _ct_suite(args, weights: dict[str, str]) -> dict:
     if "dose" in first:
         out["dose"], out["slices"] = first["dose"], first["slices"]
     return out
+
+
+def _mr_suite(args, weights: dict[str, str]) -> dict:
+    """``{"conditions": {"rician 0.05": {"rician": 0.05, "slices": {name: {"methods": {label: metrics}}}}}}``."""
+    import time
+
+    import numpy as np
+
+    from models.mr_noise import add_relative_rician_noise
+    from restore.evaluation import mr_metrics
+
+    if not args.mr:
+        raise SystemExit("the mr suite needs --mr PATH [PATH ...] (DICOM files or folders)")
+    processors = _denoisers("mr-denoise", args.mr_models, weights, _device(args))
+    rng = np.random.default_rng(args.seed)
+    slices = _series_slices(args.mr, args.ct_slices, "MR")
+
+    def measure(out: np.ndarray, clean: np.ndarray, seconds: float | None = None) -> dict:
+        m = {k: round(v, 2 if k == "psnr" else 4) for k, v in mr_metrics(out, clean).items()}
+        return m if seconds is None else {**m, "seconds": round(seconds, 3)}
+
+    conditions = {}
+    for level in (float(v) for v in _split(str(args.rician))):
+        rows = {}
+        for name, clean, _ in slices:
+            noisy = add_relative_rician_noise(clean, level, rng)
+            row = {"noisy input": measure(noisy, clean)}
+            for label, processor in processors.items():
+                start = time.perf_counter()
+                restored = processor(noisy[None], "stored", "MR")[0]
+                row[label] = measure(restored, clean, time.perf_counter() - start)
+            rows[name] = {"methods": row}
+        conditions[f"rician {level:g}"] = {"rician": level, "slices": rows}
+    return {"conditions": conditions}
 
 
 def _speed_suite(args, weights: dict[str, str]) -> dict:
@@ -394,6 +457,15 @@ def markdown(results: dict) -> str:
             lines.append(f"| {clip} | ground truth | - | - | {1e3 * row['ground_truth_warp_error']:.4g} |")
             for label, m in row["models"].items():
                 lines.append(f"| {clip} | {label} | {m['psnr']:.2f} | {m['ssim']:.4f} | {1e3 * m['warp_error']:.4g} |")
+        degraded = [(clip, condition, models) for clip, row in results["video"]["clips"].items()
+                    for condition, models in row.get("degraded_lr", {}).items()]
+        if degraded:
+            labels = list(degraded[0][2])
+            lines += ["\n### video x4 from degraded LR (PSNR dB / SSIM on Y, temporal context)", "",
+                      f"| clip | LR | {' | '.join(labels)} |", "|---|---|" + "---|" * len(labels)]
+            for clip, condition, models in degraded:
+                cells = " | ".join(f"{models[m]['psnr']:.2f} / {models[m]['ssim']:.4f}" for m in labels)
+                lines.append(f"| {clip} | {condition} | {cells} |")
     if "ct" in results:
         ct = results["ct"]
         conditions = ct.get("conditions") or {f"dose {ct['dose']}": {"slices": ct["slices"]}}
@@ -407,6 +479,13 @@ def markdown(results: dict) -> str:
                     peak = max(m["periodic_peak"].values()) if m.get("periodic_peak") else "-"
                     lines.append(f"| {cond} | {name} | {label} | {m.get('psnr', '-')} | {m.get('ssim', m.get('skipped', '-'))} "
                                  f"| {bias.get('fat', '-')} | {bias.get('soft tissue', '-')} | {peak} | {m.get('seconds', '-')} |")
+    if "mr" in results:
+        lines += ["\n### MR (PSNR dB / SSIM on the slice scaled to [0, 1] by its 99.5th percentile; s/slice)", "",
+                  "| noise | slice | method | PSNR | SSIM | s |", "|---|---|---|---|---|---|"]
+        for cond, c in results["mr"]["conditions"].items():
+            for name, row in c["slices"].items():
+                for label, m in row["methods"].items():
+                    lines.append(f"| {cond} | {name} | {label} | {m['psnr']} | {m['ssim']} | {m.get('seconds', '-')} |")
     if "speed" in results:
         s = results["speed"]["settings"]
         lines += [f"\n### speed ({s['device']}, LR {s['lr_size']}, {s['frames']} frames per call)", "",

@@ -16,7 +16,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from datasets.medical_data import DicomDataModule, ImageFolderDataModule, PairedDicomDataModule, SyntheticSlices
-from restore.errors import InputError
+from restore.errors import InputError, OptionError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -151,6 +151,15 @@ def test_mr_kspace_sr_sizes(mr_folder):
     v = dm.val_set[0]
     assert v["input"].shape == (1, 32, 32) and v["target"].shape == (1, 64, 64)
     assert float(v["input"].max()) <= 1.0
+
+
+def test_a_slice_smaller_than_the_patch_is_refused_before_training_naming_its_file(mr_folder):
+    # 64x64 slices; x2 k-space SR makes 32x32 inputs, which a 40 px input patch does not fit either
+    for degradation, patch in (({"kind": "rician"}, 96), ({"kind": "kspace", "scale": 2}, 40)):
+        dm = DicomDataModule(str(mr_folder), degradation=degradation, patch_size=patch)
+        with pytest.raises(OptionError, match=r"patch_size \d+ is larger than the (64x64|32x32) slice .* of .*mr"):
+            dm.setup("fit")
+    DicomDataModule(str(mr_folder), degradation={"kind": "rician"}, patch_size=64).setup("fit")  # fits exactly
 
 
 def test_image_folder_bicubic_x4(image_folder):

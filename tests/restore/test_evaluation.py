@@ -15,6 +15,7 @@ from restore.evaluation import (
     evaluate_clip,
     evaluate_image,
     mod_crop,
+    quantize,
     super_resolve,
     synthetic_clip,
     tune_on_clean,
@@ -118,6 +119,19 @@ def test_evaluate_clip_reports_frame_metrics_and_warp_error():
     metrics = evaluate_clip(ImresizeBicubic(4), hr, 4, temporal=True)
     assert set(metrics) == {"psnr", "ssim", "warp_error"}
     assert 15 < metrics["psnr"] < 60 and 0 < metrics["ssim"] < 1 and metrics["warp_error"] >= 0
+
+
+def test_degrade_lr_is_seeded_noise_or_a_real_h264_round_trip():
+    from restore.evaluation import degrade_lr
+
+    lr = synthetic_clip(3, 32, 48)
+    noisy = degrade_lr(lr, "noise:10", seed=1)
+    assert torch.equal(noisy, degrade_lr(lr, "noise:10", seed=1)) and not torch.equal(noisy, degrade_lr(lr, "noise:10", seed=2))
+    assert abs(float((noisy - lr).std()) * 255 - 10) < 1.5 and torch.equal(noisy, quantize(noisy))
+    light, heavy = degrade_lr(lr, "h264:18"), degrade_lr(lr, "h264:45")
+    assert light.shape == lr.shape and float((heavy - lr).abs().mean()) > float((light - lr).abs().mean())
+    with pytest.raises(ValueError, match="known: noise:N"):
+        degrade_lr(lr, "h264")
 
 
 def test_ct_metrics_only_see_the_window():

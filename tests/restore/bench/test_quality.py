@@ -80,6 +80,18 @@ def test_labelled_weights_run_image_and_video_suites(data_root, tiny_weights):
     assert set(clip["models"]) == {"bicubic T=1", "tiny T=1", "tiny T=4"}
 
 
+def test_video_suite_grades_models_on_noisy_and_compressed_lr(capsys):
+    results = quality.run(_args("--suite", "video", "--models", "bicubic",
+                                "--clip-frames", "3", "--clip-height", "48", "--lr-degradations", "noise:10,h264:40"))
+    degraded = results["video"]["clips"]["synthetic0"]["degraded_lr"]
+    clean = results["video"]["clips"]["synthetic0"]["models"]["bicubic T=1"]["psnr"]
+    assert list(degraded) == ["noise:10", "h264:40"]
+    assert all(degraded[c]["bicubic"]["psnr"] < clean - 0.3 for c in degraded)  # both conditions hurt
+    assert "| synthetic0 | h264:40 | " in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="unknown LR degradation 'blur:2'"):
+        quality.run(_args("--suite", "video", "--lr-degradations", "blur:2"))
+
+
 @pytest.mark.slow
 def test_speed_suite_times_labels_as_their_preset_and_plots(tiny_weights, tmp_path):
     plot = tmp_path / "plot.png"
@@ -115,6 +127,25 @@ def test_ct_suite_on_a_real_dicom_slice(tmp_path):
     methods = row["methods"]
     assert set(methods) == {"noisy input", "nlm"}
     assert methods["nlm"]["psnr"] > methods["noisy input"]["psnr"]
+
+
+def test_mr_suite_takes_mr_series_only_and_grades_noise_levels_and_nlm():
+    from pydicom.data import get_testdata_file
+
+    # a CT file among the paths is not an MR series: left out
+    results = quality.run(_args("--suite", "mr", "--mr", get_testdata_file("MR_small.dcm"), get_testdata_file("CT_small.dcm"),
+                                "--mr-models", "nlm,identity", "--rician", "0.03,0.1"))
+    conditions = results["mr"]["conditions"]
+    assert list(conditions) == ["rician 0.03", "rician 0.1"]
+    rows = {c: next(iter(v["slices"].items())) for c, v in conditions.items()}
+    assert all(name.startswith("MR_small.dcm") and len(conditions[c]["slices"]) == 1 for c, (name, _) in rows.items())
+    light, heavy = (rows[c][1]["methods"] for c in ("rician 0.03", "rician 0.1"))
+    assert light["noisy input"]["psnr"] > heavy["noisy input"]["psnr"] + 6  # 3x the noise: ~9.5 dB
+    assert abs(heavy["identity"]["psnr"] - heavy["noisy input"]["psnr"]) < 0.05
+    assert heavy["nlm"]["psnr"] > heavy["noisy input"]["psnr"] and heavy["nlm"]["seconds"] >= 0
+    assert "| rician 0.1 | MR_small.dcm" in quality.markdown(results)
+    with pytest.raises(Exception, match="no single-channel MR series"):
+        quality.run(_args("--suite", "mr", "--mr", get_testdata_file("CT_small.dcm")))
 
 
 def test_bad_model_arguments_name_the_problem(data_root, tmp_path):
