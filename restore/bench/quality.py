@@ -10,7 +10,8 @@ Suites (``--suite``, comma-separated):
   with ``--lr-degradations`` (e.g. ``noise:10,h264:28``, ``restore.evaluation.degrade_lr``) also
   PSNR/SSIM-Y from LR that is noisy or compressed, as real video is, with the temporal context;
 * ``ct``: slices of ``--ct`` DICOM paths with simulated reduced dose (``--dose``, a list, projection
-  domain, ``models.ct_dose``) and white Gaussian noise (``--gaussian-hu``, a list); the noisy
+  domain, ``models.ct_dose``), reduced-dose noise of a given level (``--ct-noise-hu``, a list: the
+  same texture scaled to that SD over the body) and white Gaussian noise (``--gaussian-hu``, a list); the noisy
   input, ``--ct-models`` (``nlm``, RAT weights...) and BM3D with its sigma tuned against the clean
   slice (an oracle: its best case), in the [-160, 240] HU window, with each method's mean HU error
   per tissue (``restore.evaluation.hu_bias``), its error spectrum's peaks at 2-16 pixel periods
@@ -64,6 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ct-models", default="nlm", help="comma-separated CT denoisers (registry names or labels)")
     parser.add_argument("--ct-slices", type=int, default=1, help="slices per CT (and MR) series (centred)")
     parser.add_argument("--dose", default="0.25", help="comma-separated simulated dose fractions")
+    parser.add_argument("--ct-noise-hu", default="",
+                        help="comma-separated levels (HU SD over the body) of projection-domain reduced-dose noise to add too")
     parser.add_argument("--gaussian-hu", default="", help="comma-separated white Gaussian noise levels (HU std) to add too")
     parser.add_argument("--mr", nargs="*", default=[], help="DICOM files/folders/zips with MR series")
     parser.add_argument("--mr-models", default="nlm", help="comma-separated MR denoisers (registry names or labels)")
@@ -321,13 +324,14 @@ def _ct_suite(args, weights: dict[str, str]) -> dict:
 
     import numpy as np
 
-    from models.ct_dose import simulate_low_dose_ct
+    from models.ct_dose import simulate_ct_noise, simulate_low_dose_ct
     from restore.evaluation import CT_WINDOW_HU, bm3d_denoise, ct_metrics, hu_bias, periodic_peak, sweep, tune_on_clean
 
     if not args.ct:
         raise SystemExit("the ct suite needs --ct PATH [PATH ...] (DICOM files or folders)")
     processors = _denoisers("ct-denoise", args.ct_models, weights, _device(args))
     conditions = [(f"dose {d}", {"dose": float(d)}) for d in _split(str(args.dose))]
+    conditions += [(f"ct noise {n} HU", {"ct_noise_hu": float(n)}) for n in _split(str(args.ct_noise_hu))]
     conditions += [(f"gaussian {g} HU", {"gaussian_hu": float(g)}) for g in _split(str(args.gaussian_hu))]
     rng = np.random.default_rng(args.seed)
     slices = _series_slices(args.ct, args.ct_slices, "CT")
@@ -347,6 +351,8 @@ def _ct_suite(args, weights: dict[str, str]) -> dict:
         for name, clean, pixel_mm in slices:
             if "dose" in condition:
                 noisy = simulate_low_dose_ct(clean, condition["dose"], rng, pixel_size_mm=pixel_mm)
+            elif "ct_noise_hu" in condition:
+                noisy = simulate_ct_noise(clean, condition["ct_noise_hu"], rng, pixel_size_mm=pixel_mm)
             else:
                 noisy = (clean + rng.normal(0.0, condition["gaussian_hu"], clean.shape)).astype(np.float32)
             noise_std = float(np.std(noisy - clean))

@@ -161,12 +161,13 @@ def test_ct_suite_sweeps_doses_and_gaussian_noise_with_bias_grid_and_time():
     from pydicom.data import get_testdata_file
 
     results = quality.run(_args("--suite", "ct", "--ct", get_testdata_file("CT_small.dcm"), "--ct-models", "identity",
-                                "--no-bm3d", "--dose", "0.1,1.0", "--gaussian-hu", "10"))
+                                "--no-bm3d", "--dose", "0.1,1.0", "--ct-noise-hu", "15", "--gaussian-hu", "10"))
     ct = results["ct"]
-    assert list(ct["conditions"]) == ["dose 0.1", "dose 1.0", "gaussian 10 HU"]
+    assert list(ct["conditions"]) == ["dose 0.1", "dose 1.0", "ct noise 15 HU", "gaussian 10 HU"]
     assert ct["dose"] == 0.1 and ct["slices"] == ct["conditions"]["dose 0.1"]["slices"]
     std = {c: next(iter(v["slices"].values()))["noise_std_hu"] for c, v in ct["conditions"].items()}
     assert std["dose 0.1"] > std["dose 1.0"] and abs(std["gaussian 10 HU"] - 10) < 1
+    assert 5 < std["ct noise 15 HU"] < 16  # 15 HU SD over the body, less over the whole slice with its air
     row = next(iter(ct["conditions"]["gaussian 10 HU"]["slices"].values()))
     noisy, same = row["methods"]["noisy input"], row["methods"]["identity"]
     assert abs(same["psnr"] - noisy["psnr"]) < 0.05 and same["seconds"] >= 0
