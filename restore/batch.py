@@ -287,7 +287,7 @@ def run_batch(
                     result = upscale_video_file(item.src, item.dst, model, opts, on_frames=advance, info=item.info)
             except KeyboardInterrupt as exc:
                 report.stop_signal = getattr(exc, "signum", signal.SIGINT)
-                how = _signal_name(report.stop_signal)
+                how = signal_name(report.stop_signal)
                 report.results.append(JobResult(str(item.src), "interrupted", str(item.dst), error=f"interrupted ({how}); continue with --resume"))
                 break
             except Exception as exc:  # noqa: BLE001 - no file stops the batch, not even one that meets a bug
@@ -306,12 +306,16 @@ def run_batch(
             done = {r.input for r in report.results}
             report.results += [JobResult(str(i.src), "interrupted", error="not started (interrupted)") for i in items if str(i.src) not in done]
         _write_report(report_path, report)
-    if report.stop_signal is not None:  # like an error, shown even with --quiet: the user must know how to go on
-        how = "" if report.stop_signal == signal.SIGINT else f" ({_signal_name(report.stop_signal)})"
-        print(f"restore: interrupted{how}; run the same command with --resume to continue", file=sys.stderr)
+    _say_how_to_go_on(report)
     if not quiet:
         _print_summary(report)
     return report
+
+
+def _say_how_to_go_on(report: BatchReport) -> None:
+    if report.stop_signal is not None:  # like an error, shown even with --quiet: the user must know how to go on
+        how = "" if report.stop_signal == signal.SIGINT else f" ({signal_name(report.stop_signal)})"
+        print(f"restore: interrupted{how}; run the same command with --resume to continue", file=sys.stderr)
 
 
 def _run_distributed(items: list[WorkItem], folder: Path, opts: UpscaleOptions, report_path: Path | None,
@@ -325,6 +329,7 @@ def _run_distributed(items: list[WorkItem], folder: Path, opts: UpscaleOptions, 
     if report is None:
         return BatchReport(model=opts.model, scale=opts.scale)  # global rank 0 reports
     _write_report(report_path, report)
+    _say_how_to_go_on(report)
     if not quiet:
         _print_summary(report)
     return report
@@ -342,7 +347,8 @@ def _write_report(report_path: Path | None, report: BatchReport) -> None:
         write_json_atomic(report_path, report.as_dict())
 
 
-def _signal_name(signum: int) -> str:
+def signal_name(signum: int) -> str:
+    """``Ctrl-C`` for ``SIGINT``, else the signal's name (``SIGTERM``)."""
     return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
 
 

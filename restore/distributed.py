@@ -8,6 +8,10 @@ processes: a :class:`ResultWriter` appends each rank's dicts to ``results_dir/ra
 every rank's (:func:`read_results`), removes the folder and returns them. Lightning's distributed
 sampler is off: it would repeat units to even out the ranks; each job assigns its own units.
 
+A stop signal (Ctrl-C, ``SIGTERM``) stops every rank; global rank 0 then raises
+:class:`PredictInterrupted` with the units the ranks had finished, so that the job can still
+report what was done (and what ``--resume`` will do).
+
 Every rank runs the whole command (Lightning starts the other processes by running the same
 command line again, or ``torchrun`` and SLURM's ``srun`` started them); only global rank 0 should
 speak, and Lightning's own start-up lines (devices found, ranks joining) are not shown. CPU ranks
@@ -24,6 +28,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,13 +44,28 @@ from pytorch_lightning.utilities.warnings import PossibleUserWarning
 STRATEGIES = ("ddp",)
 
 
+class PredictInterrupted(KeyboardInterrupt):
+    """A stop signal ended :func:`predict`: ``signum`` (``SIGINT`` for Ctrl-C) and, on global rank
+    0, ``results``, the predictions the ranks had written (None on the other ranks)."""
+
+    def __init__(self, signum: int, results: list[dict] | None):
+        super().__init__(f"signal {signum}")
+        self.signum, self.results = signum, results
+
+
 class ResultWriter(BasePredictionWriter):
     """Appends every prediction (a JSON-ready dict) as one line of ``results_dir/rank-<r>.jsonl``,
-    synced to disk, so that rank 0 can read them after the barrier."""
+    synced to disk, so that rank 0 can read them after the barrier (or after a stop signal:
+    ``stop_signal`` is then its number)."""
 
     def __init__(self, results_dir: Path):
         super().__init__(write_interval="batch")
         self.results_dir = results_dir
+        self.stop_signal: int | None = None
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):  # restore.errors.Interrupted (SIGTERM) is one too
+            self.stop_signal = getattr(exception, "signum", signal.SIGINT)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # every rank, one without any unit too (Lightning skips its predict loop and the hooks
@@ -65,12 +85,22 @@ class ResultWriter(BasePredictionWriter):
             os.fsync(fh.fileno())
 
 
-def read_results(results_dir: Path, world_size: int) -> list[dict]:
-    """The dicts every rank's :class:`ResultWriter` wrote, rank by rank, in each rank's order."""
+def read_results(results_dir: Path, world_size: int, *, partial: bool = False) -> list[dict]:
+    """The dicts every rank's :class:`ResultWriter` wrote, rank by rank, in each rank's order.
+    ``partial``: after a stop, a rank's file may be missing or end in a line cut short; those are
+    left out."""
     results = []
     for r in range(world_size):
         path = results_dir / f"rank-{r}.jsonl"
-        results += [json.loads(line) for line in path.read_text().splitlines() if line]
+        if partial and not path.is_file():
+            continue
+        lines = [line for line in path.read_text().splitlines() if line]
+        for i, line in enumerate(lines):
+            try:
+                results.append(json.loads(line))
+            except json.JSONDecodeError:
+                if not (partial and i == len(lines) - 1):
+                    raise
     return results
 
 
@@ -105,16 +135,25 @@ def predict(job: pl.LightningModule, results_dir: Path, *, device: str, devices:
 
     ``results_dir`` is a folder every rank can write (on a file system that all nodes share);
     it is made and, once read, removed. Returns every rank's predictions on global rank 0 (rank
-    by rank), None on the other ranks.
+    by rank), None on the other ranks; raises :class:`PredictInterrupted` on a stop signal.
     """
+    writer = ResultWriter(results_dir)
     with lightning_silenced():
         trainer = pl.Trainer(
             accelerator=accelerator_for(device), devices=devices, num_nodes=num_nodes, strategy=strategy,
             use_distributed_sampler=False, logger=False, enable_checkpointing=False,
-            enable_progress_bar=progress_bar, enable_model_summary=False, callbacks=[ResultWriter(results_dir)],
+            enable_progress_bar=progress_bar, enable_model_summary=False, callbacks=[writer],
         )
-        trainer.predict(job, return_predictions=False)
-        trainer.strategy.barrier()
+        try:
+            trainer.predict(job, return_predictions=False)
+            trainer.strategy.barrier()
+        except SystemExit:
+            # Lightning turns a KeyboardInterrupt into sys.exit(1), after killing the ranks it
+            # started: no barrier is possible any more; rank 0 reads what was written
+            if writer.stop_signal is None:
+                raise
+            finished = read_results(results_dir, trainer.world_size, partial=True) if trainer.global_rank == 0 else None
+            raise PredictInterrupted(writer.stop_signal, finished) from None
     if trainer.global_rank != 0:
         return None
     results = read_results(results_dir, trainer.world_size)

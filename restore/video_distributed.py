@@ -25,6 +25,10 @@ frames, not by file count. In steps:
    (which rank did which segments, frames/s of each rank), written once. A file that fails on a
    rank is its ``failed`` row; the other files go on.
 
+A stop signal (Ctrl-C, ``SIGTERM``) stops every rank; rank 0 still writes the report, from the
+outcomes the ranks had written: the files no rank joined are ``interrupted`` (exit code 128 +
+the signal), and their committed segments are kept for ``--resume``.
+
 ``--resume`` works across rank counts: segments are defined by the chunk plan and
 ``--segment-frames`` alone, so any number of ranks (one included) continues a folder that any
 other number left.
@@ -45,8 +49,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from .batch import RESULTS_DIR, BatchReport, WorkItem, describe_failure, estimated_frames
-from .distributed import predict
+from .batch import RESULTS_DIR, BatchReport, WorkItem, describe_failure, estimated_frames, signal_name
+from .distributed import PredictInterrupted, predict
 from .jobs import (
     TO_THE_END, JobResult, LoadedModel, UpscaleOptions, join_video_output, open_video_output, prepare_model,
     upscale_image_file, upscale_segments, upscale_video_file, warn_concealed,
@@ -229,10 +233,11 @@ def run_task(task: Task, items: list[WorkItem], model: LoadedModel, opts: Upscal
 
 
 def build_report(items: list[WorkItem], decided: dict[int, dict], outcomes: list[dict], opts: UpscaleOptions,
-                 world_size: int) -> BatchReport:
+                 world_size: int, stop_signal: int | None = None) -> BatchReport:
     """One row per input, in input order, from the rows rank 0 decided and the ranks' outcomes;
-    the ``ranks`` summary (frames, busy seconds and frames/s of each rank)."""
-    report = BatchReport(model=opts.model, scale=opts.scale)
+    the ``ranks`` summary (frames, busy seconds and frames/s of each rank). ``stop_signal``: the
+    run was stopped by it, and the files not finished are ``interrupted``."""
+    report = BatchReport(model=opts.model, scale=opts.scale, stop_signal=stop_signal)
     by_item: dict[int, list[dict]] = {}
     for out in outcomes:
         by_item.setdefault(out["item"], []).append(out)
@@ -246,10 +251,13 @@ def build_report(items: list[WorkItem], decided: dict[int, dict], outcomes: list
         failed = [o for o in done if o["status"] == "failed"]
         if failed:
             status, error, bug = "failed", failed[0]["error"], any(o["bug"] for o in failed)
-        elif _whole(item):
+        elif _whole(item) and done:
             status, error, bug = done[0]["status"], done[0]["error"], False
         elif any(o["joined"] for o in done):
             status, error, bug = "ok", None, False
+        elif stop_signal is not None:
+            status, bug = "interrupted", False
+            error = f"interrupted ({signal_name(stop_signal)}); continue with --resume" if done else "not started (interrupted)"
         else:
             error = f"{item.src}: internal error (please report): no rank joined its segments"
             status, bug = "failed", True
@@ -285,11 +293,17 @@ def predict_batch(items: list[WorkItem], folder: Path, opts: UpscaleOptions, *, 
     line each (``error: PATH: cause``).
     """
     predictor = SegmentPredictor(items, opts, announce)
-    outcomes = predict(predictor, folder / RESULTS_DIR, device=opts.device, devices=opts.devices,
-                       num_nodes=opts.num_nodes, strategy=opts.strategy, progress_bar=not quiet)
+    stop_signal = None
+    try:
+        outcomes = predict(predictor, folder / RESULTS_DIR, device=opts.device, devices=opts.devices,
+                           num_nodes=opts.num_nodes, strategy=opts.strategy, progress_bar=not quiet)
+    except PredictInterrupted as stop:
+        if stop.results is None:  # not global rank 0
+            raise
+        outcomes, stop_signal = stop.results, stop.signum
     if outcomes is None:
         return None
-    report = build_report(predictor.items, predictor.decided, outcomes, opts, opts.devices * opts.num_nodes)
+    report = build_report(predictor.items, predictor.decided, outcomes, opts, opts.devices * opts.num_nodes, stop_signal)
     for row in report.failed:
         print(f"error: {row.error}", file=sys.stderr)
     return report

@@ -120,6 +120,19 @@ def test_the_report_has_a_row_per_input_a_failed_rank_fails_only_its_file_and_fr
     assert [(r["rank"], r["frames"], r["frames_per_s"]) for r in report.ranks] == [(0, 8, 2.667), (1, 10, 3.333)]
 
 
+def test_after_a_stop_signal_the_files_not_joined_are_interrupted_and_the_exit_code_says_which(tmp_path):
+    items = [WorkItem(tmp_path / n, tmp_path / "out" / n, "video") for n in ("a.mp4", "b.mp4", "c.mp4")]
+    outcomes = [{"item": i, "rank": 0, "host": "h", "device": "cpu", "threads": 1, "segments": [0, 1], "status": "ok",
+                 "frames": 4, "concealed": 0, "joined": i == 0, "error": None, "bug": False, "seconds": 1.0}
+                for i in (0, 1)]  # a.mp4 finished, b.mp4 mid-way, c.mp4 never reached
+    report = build_report(items, {}, outcomes, UpscaleOptions(scale=4, model="bicubic"), 2, stop_signal=signal.SIGINT)
+    rows = report.as_dict()["inputs"]
+    assert [r["status"] for r in rows] == ["ok", "interrupted", "interrupted"] and report.bugs == 0
+    assert rows[1]["error"] == "interrupted (Ctrl-C); continue with --resume" and rows[1]["frames"] == 4
+    assert rows[2]["error"] == "not started (interrupted)"
+    assert report.exit_code() == 130 and report.as_dict()["interrupted"]
+
+
 @pytest.mark.parametrize("world_size", [3])
 def test_tasks_run_by_ranks_in_any_order_give_the_single_process_output(clips, weights, reference, tmp_path,
                                                                          world_size):
@@ -190,15 +203,17 @@ sys.exit(cli.main())
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_a_killed_ddp_run_resumes_on_one_process_to_the_same_files(clips, weights, reference, tmp_path):
-
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["killed", "ctrl-c"])
+def test_a_stopped_ddp_run_resumes_on_one_process_to_the_same_files(clips, weights, reference, tmp_path, stop):
+    """SIGKILL: nothing is reported, the committed segments are kept. Ctrl-C (SIGINT to the job's
+    process group, as a terminal sends it): rank 0 still writes the report, exit code 130."""
     script = tmp_path / "announcing_cli.py"
     script.write_text(_ANNOUNCING_CLI.format(root=str(ROOT)))
-    out = tmp_path / "out"
+    out, report = tmp_path / "out", tmp_path / "report.json"
     env = {**os.environ, "PL_DISABLE_FORK": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, str(script), "upscale", str(clips), "-o", str(out), *common(weights),
-                             "--devices", "2"], cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                             "--devices", "2", "--report", str(report)], cwd=ROOT, env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     ranks = set()
     try:
         for line in proc.stdout:  # blocks until the next segment is committed, or the run ends
@@ -207,10 +222,18 @@ def test_a_killed_ddp_run_resumes_on_one_process_to_the_same_files(clips, weight
             if len(ranks) == 2:
                 break
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the whole job: both ranks
-        proc.wait(timeout=60)
-    assert ranks == {"0", "1"}, f"the run ended before both ranks committed a segment: {proc.stderr.read()[-3000:]}"
+        os.killpg(proc.pid, stop)  # the whole job: both ranks
+        code = proc.wait(timeout=300)
+    stderr = proc.stderr.read()
+    assert ranks == {"0", "1"}, f"the run ended before both ranks committed a segment: {stderr[-3000:]}"
     assert not (out / "long.mp4").exists()
+    if stop == signal.SIGINT:
+        assert code == 130, stderr[-3000:]
+        rows = json.loads(report.read_text())["inputs"]
+        assert "interrupted" in [r["status"] for r in rows] and {r["status"] for r in rows} <= {"ok", "interrupted"}
+        assert "run the same command with --resume" in stderr
+    else:
+        assert not report.exists()
 
     assert cli.main(["upscale", str(clips), "-o", str(out), *common(weights), "--resume", "--devices", "1"]) == 0
     assert outputs(out) == reference
