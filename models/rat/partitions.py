@@ -99,8 +99,9 @@ def hu_partition(hu: np.ndarray, edges: tuple[float, ...], smoothing_sigma: floa
     # smoothing first: on low-dose input, noise would otherwise shatter bands into specks
     smooth = gaussian_filter(hu.astype(np.float32), smoothing_sigma) if smoothing_sigma > 0 else hu
     bands = np.digitize(smooth, np.asarray(edges, dtype=np.float32))
-    # label components of each band; offset by band count so components of different bands differ
-    return relabel(label(bands + 1, background=0, connectivity=1))
+    # connected components of each band (no pixel is background: bands + 1 >= 1); label numbers
+    # them 1..K in raster order already, so no relabelling pass (a sort of every pixel) is needed
+    return (label(bands + 1, background=0, connectivity=1) - 1).astype(np.int32)
 
 
 def sam_paint(masks: list[dict], shape: tuple[int, int]) -> np.ndarray:

@@ -84,6 +84,24 @@ def test_ct_model_sees_the_training_window_and_out_of_range_pixels_come_back_unc
     assert float(x[0, 0, 0, 0]) == 0.0  # -2048 HU reaches the model as -1024 HU
 
 
+def test_networks_run_channels_last_on_cpu_with_the_output_of_the_plain_layout():
+    import torch
+
+    from models.rat import RAT, RATConfig, PRESETS
+
+    torch.manual_seed(0)
+    net = RAT(RATConfig(**PRESETS["rat-s-ct"]["config"])).eval()
+    for p in net.parameters():  # an untrained RAT is the identity: make every layer count
+        p.data.normal_(0, 0.05)
+    x = torch.rand(1, 1, 64, 64)
+    with torch.inference_mode():
+        expected = net(x, net.default_regions(x))
+    proc = SliceProcessor(net, scale=1, config=ProcessingConfig(tile=64))
+    assert proc.model.intro.weight.is_contiguous(memory_format=torch.channels_last)
+    out = proc._infer(x, net.default_regions(x))
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
 def test_model_card_caps_the_sliding_window():
     from torch import nn
 
