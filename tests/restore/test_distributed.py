@@ -14,6 +14,11 @@ from restore.distributed import PredictInterrupted, predict, read_results
 from restore.errors import Interrupted
 
 
+# one process without a process group ("ddp" would start one in pytest's process and leave
+# MASTER_PORT in its environment, where the multi-process tests' ranks would find it taken)
+ONE_PROCESS = {"device": "cpu", "devices": 1, "num_nodes": 1, "strategy": "auto", "progress_bar": False}
+
+
 class _CountingJob(pl.LightningModule):
     """Predicts {"unit": i} for units 0..3; at ``stop_at`` raises ``stop`` instead."""
 
@@ -31,15 +36,14 @@ class _CountingJob(pl.LightningModule):
 
 
 def test_predict_returns_every_prediction_and_removes_its_folder(tmp_path):
-    results = predict(_CountingJob(), tmp_path / "results", device="cpu", devices=1, num_nodes=1, progress_bar=False)
+    results = predict(_CountingJob(), tmp_path / "results", **ONE_PROCESS)
     assert results == [{"unit": u} for u in range(4)] and not (tmp_path / "results").exists()
 
 
 @pytest.mark.parametrize("stop, signum", [(KeyboardInterrupt(), signal.SIGINT), (Interrupted(signal.SIGTERM), signal.SIGTERM)])
 def test_a_stop_signal_raises_with_the_units_finished_before_it(tmp_path, stop, signum):
     with pytest.raises(PredictInterrupted) as caught:
-        predict(_CountingJob(stop_at=2, stop=stop), tmp_path / "results", device="cpu", devices=1, num_nodes=1,
-                progress_bar=False)
+        predict(_CountingJob(stop_at=2, stop=stop), tmp_path / "results", **ONE_PROCESS)
     assert caught.value.signum == signum and caught.value.results == [{"unit": 0}, {"unit": 1}]
     assert isinstance(caught.value, KeyboardInterrupt)  # uncaught, the command stops as on Ctrl-C
 
