@@ -192,10 +192,12 @@ def _export(argv: Sequence[str]) -> int:
     parser.add_argument("--routing", metavar="JSON", help="routing.json of `restore calibrate-heads`: the head "
                         "groups the exported OASIS model runs (recorded in the card)")
     parser.add_argument("--routing-note", metavar="TEXT", help="how the routing was calibrated (clips, thresholds)")
+    parser.add_argument("--tile", type=int, metavar="PX", help="largest sliding window restore dicom runs the model "
+                        "in (the card's tile; RAT: near its training patch)")
     args = parser.parse_args(list(argv))
     card = export_checkpoint(args.ckpt, args.out, name=args.name, task=args.task, data=args.data,
                              benchmarks=args.benchmarks, default=args.default, routing=args.routing,
-                             routing_note=args.routing_note)
+                             routing_note=args.routing_note, tile=args.tile)
     print(f"wrote {args.out} and {card}")
     return 0
 

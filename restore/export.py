@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_path
-from .errors import InputError, OutputError
+from .errors import InputError, OptionError, OutputError
 from models.families import FAMILIES, presets
 
 from .registry import sha256_of
@@ -75,7 +75,8 @@ def _calibrated_routing(path: Path, config: dict, note: str | None) -> tuple[dic
 
 def export_checkpoint(ckpt: str | Path, out: str | Path, *, name: str | None = None, task: str | None = None,
                       data: str | None = None, benchmarks: list[str | Path] = (), default: bool = False,
-                      routing: str | Path | None = None, routing_note: str | None = None) -> Path:
+                      routing: str | Path | None = None, routing_note: str | None = None,
+                      tile: int | None = None) -> Path:
     """Write ``out`` (``.safetensors``) with the network weights of ``ckpt`` and the card beside it -> card path.
 
     ``name`` defaults to the stem of ``out``; ``task`` to the task of the preset the run started
@@ -84,8 +85,12 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, *, name: str | None = N
     card under their file stems; ``default``: the card marks the model the default of its task
     and scale (``restore.registry.default_model``); ``routing``: a ``routing.json`` of
     ``restore calibrate-heads`` whose head groups replace the trained ones in the card's config
-    (OASIS), recorded with ``routing_note`` (which clips, which thresholds) under ``routing``.
+    (OASIS), recorded with ``routing_note`` (which clips, which thresholds) under ``routing``;
+    ``tile``: the card's ``"tile"``, the largest sliding window (pixels) ``restore dicom`` runs the
+    model in (RAT: near its training patch, see ``restore.dicom.processing.SliceProcessor``).
     """
+    if tile is not None and tile < 8:
+        raise OptionError(None, f"--tile must be at least 8 pixels, got {tile}")
     ckpt, out = Path(ckpt), Path(out)
     if out.suffix != ".safetensors":
         raise OutputError(out, "the weight file must end in .safetensors")
@@ -136,6 +141,8 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, *, name: str | None = N
     }
     if routing_record is not None:
         card["routing"] = routing_record
+    if tile is not None:
+        card["tile"] = int(tile)
     card_path = out.with_suffix(".json")
     _write_atomically(card_path, lambda tmp: tmp.write_text(json.dumps(card, indent=2) + "\n"))
     return card_path

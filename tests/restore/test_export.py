@@ -25,6 +25,9 @@ def test_task_comes_from_the_preset_the_run_started_from(tmp_path):
     ckpt = _rat_checkpoint(tmp_path / "last.ckpt", "rat-s-mr")
     card = json.loads(export_checkpoint(ckpt, tmp_path / "rat.safetensors").read_text())
     assert card["task"] == "mr-denoise" and card["training"]["global_step"] == 5
+    assert "tile" not in card
+    card = json.loads(export_checkpoint(ckpt, tmp_path / "rat.safetensors", tile=128).read_text())
+    assert card["tile"] == 128  # restore dicom's window cap
 
 
 def test_an_unknown_task_fails_before_anything_is_written(tmp_path):
