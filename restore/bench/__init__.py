@@ -7,6 +7,7 @@ returned dict is printed as a table and, with ``--json PATH``, saved. Results th
 
 from __future__ import annotations
 
+import argparse
 import platform
 import time
 from datetime import date
@@ -26,6 +27,23 @@ BENCHMARKS: dict[str, str] = {
     "quality": "restore.bench.quality",
     "train": "training_speed",  # top level beside `training`: it runs recipes through `restore train`
 }
+
+
+def add_lr_size_arguments(parser: argparse.ArgumentParser, size: str) -> None:
+    """``--size WxH`` (the LR frames, default ``size``) and ``--scale``: what every video benchmark sizes."""
+    parser.add_argument("--size", default=size, help="LR size WxH")
+    parser.add_argument("--scale", type=int, default=4)
+
+
+def lr_size(text: str) -> tuple[int, int]:
+    """``"480x270"`` -> ``(480, 270)`` (width, height); SystemExit naming the option otherwise."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"--size: expected WxH, e.g. 480x270, got {text!r}") from None
+    if width < 1 or height < 1:
+        raise SystemExit(f"--size: width and height must be positive, got {text!r}")
+    return width, height
 
 
 def machine_summary() -> dict:

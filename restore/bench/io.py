@@ -1,50 +1,41 @@
 """``restore bench io``: decode+encode throughput and peak memory, short vs six-times-longer clip.
 
-Each measurement runs ``restore upscale`` with the ``bicubic`` model in a fresh process, so peak
-RSS (``ru_maxrss``) belongs to that run alone. Memory that does not grow with length shows as a
+Each measurement runs ``restore upscale`` with the ``bicubic`` model in a fresh process
+(``restore.bench.upscale_process``), so peak RSS belongs to that run alone; the seconds are the
+job's own, from its report (process start-up left out). Memory that does not grow with length shows as a
 long/short peak ratio near 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-_WORKER = """
-import json, resource, sys, time
-import cli
-t0 = time.perf_counter()
-rc = cli.main(sys.argv[1:])
-print(json.dumps({"rc": rc, "seconds": time.perf_counter() - t0,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-"""
+from restore.bench import add_lr_size_arguments, lr_size
+from restore.bench.upscale_process import run_upscale_process
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=60, help="frames of the short clip")
     parser.add_argument("--factor", type=int, default=6, help="the long clip is this many times longer")
-    parser.add_argument("--size", default="480x270", help="LR size WxH")
-    parser.add_argument("--scale", type=int, default=4)
+    add_lr_size_arguments(parser, "480x270")
     parser.add_argument("--codec", default="libx264")
     parser.add_argument("--preset", default="veryfast")
     parser.add_argument("--repeats", type=int, default=1, help="runs per clip; the median is reported")
 
 
 def _run_upscale(src: Path, dst: Path, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, "-c", _WORKER, "upscale", str(src), "-o", str(dst), "--scale", str(args.scale),
-           "--model", "bicubic", "--codec", args.codec, "--preset", args.preset, "--overwrite", "--quiet"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """One run: the seconds of the job itself (its report's, without the process start-up) and peak RSS."""
+    run = run_upscale_process(src, dst, ["--scale", str(args.scale), "--model", "bicubic", "--codec", args.codec,
+                                         "--preset", args.preset, "--overwrite"])
+    return {"seconds": sum(row["seconds"] for row in run["report"]["inputs"]), "peak_rss_mb": run["peak_rss_mb"]}
 
 
 def run(args: argparse.Namespace) -> dict:
     from restore.io.samples import make_sample_video
 
-    width, height = (int(v) for v in args.size.split("x"))
+    width, height = lr_size(args.size)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, frames in (("short", args.frames), ("long", args.frames * args.factor)):

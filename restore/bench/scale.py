@@ -12,48 +12,32 @@ each rank (from its report). On CPU the ranks split the cores (``--device cpu --
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
+
+from restore.bench import add_lr_size_arguments, lr_size
+from restore.bench.upscale_process import run_upscale_process
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", type=int, default=2, help="ranks of the DDP run (against 1 process)")
     parser.add_argument("--clips", type=int, default=2, help="synthetic clips")
     parser.add_argument("--frames", type=int, default=48, help="frames per clip")
-    parser.add_argument("--size", default="160x90", help="LR size WxH")
-    parser.add_argument("--scale", type=int, default=4)
+    add_lr_size_arguments(parser, "160x90")
     parser.add_argument("--model", help="model (default: the registry's default for video SR at --scale)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--segment-frames", type=int, default=24, help="frames per segment (the unit of work)")
 
 
-def _upscale(inputs: Path, output: Path, devices: int, args: argparse.Namespace) -> dict:
-    """Run ``restore upscale`` on ``devices`` ranks; its wall-clock seconds and report."""
-    report = output.with_suffix(".json")
-    command = [sys.executable, "-m", "cli", "upscale", str(inputs), "-o", str(output), "--scale", str(args.scale),
-               "--device", args.device, "--devices", str(devices), "--segment-frames", str(args.segment_frames),
-               "--report", str(report), "-q"]
-    if args.model:
-        command += ["--model", args.model]
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # the ranks split the cores themselves
-    start = time.perf_counter()
-    proc = subprocess.run(command, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"restore upscale --devices {devices} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return {"seconds": seconds, "report": json.loads(report.read_text())}
-
-
 def run(args: argparse.Namespace) -> dict:
     from restore.io.samples import make_sample_video
 
-    width, height = (int(v) for v in args.size.split("x"))
+    width, height = lr_size(args.size)
     frames = args.clips * args.frames
+    options = ["--scale", str(args.scale), "--device", args.device, "--segment-frames", str(args.segment_frames),
+               *(["--model", args.model] if args.model else [])]
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # the ranks split the cores themselves
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -61,7 +45,7 @@ def run(args: argparse.Namespace) -> dict:
         for n in range(args.clips):
             make_sample_video(root / "in" / f"clip{n}.mp4", frames=args.frames, width=width, height=height)
         for devices in (1, args.devices):
-            result = _upscale(root / "in", root / f"out{devices}", devices, args)
+            result = run_upscale_process(root / "in", root / f"out{devices}", [*options, "--devices", str(devices)], env=env)
             runs[devices] = {
                 "seconds": round(result["seconds"], 2),
                 "frames_per_s": round(frames / result["seconds"], 3),

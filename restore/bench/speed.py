@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import os
 
+from restore.bench import add_lr_size_arguments, lr_size
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", default="oasis-s,srvgg-compact,bicubic", help="comma-separated registry names")
-    parser.add_argument("--size", default="480x270", help="LR size WxH")
+    add_lr_size_arguments(parser, "480x270")
     parser.add_argument("--frames", type=int, default=8, help="frames per model call")
-    parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
     parser.add_argument("--repeats", type=int, default=3)
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> dict:
 
     device = resolve_device(args.device)
     dtype = resolve_precision(args.precision, device)
-    width, height = (int(v) for v in args.size.split("x"))
+    width, height = lr_size(args.size)
     clip = torch.rand(1, args.frames, 3, height, width, generator=torch.Generator().manual_seed(0))
     clip = clip.to(device=device, dtype=dtype)
     models = {}

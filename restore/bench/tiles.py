@@ -15,12 +15,13 @@ import os
 import time
 from dataclasses import replace
 
+from restore.bench import add_lr_size_arguments, lr_size
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="registry name (default: the shipped default at --scale)")
-    parser.add_argument("--size", default="1280x720", help="LR size WxH")
+    add_lr_size_arguments(parser, "1280x720")
     parser.add_argument("--frames", type=int, default=None, help="frames of the chunk (default: the model's chunk)")
-    parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--policies", default="default,auto", help="comma-separated: default, auto, or a tile side")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> dict:
     from restore.jobs import UpscaleOptions, prepare_model
 
     loaded = prepare_model(UpscaleOptions(scale=args.scale, model=args.model, device=args.device, precision=args.precision))
-    width, height = (int(v) for v in args.size.split("x"))
+    width, height = lr_size(args.size)
     frames = args.frames or loaded.plan.chunk
     clip = [torch.from_numpy(sample_frame(i, width, height)) for i in range(frames)]
     sync = torch.cuda.synchronize if loaded.runner.device.type == "cuda" else lambda: None
