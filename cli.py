@@ -212,6 +212,10 @@ def _run_calibrate_heads(args: argparse.Namespace) -> int:
     totals = {g: sum(c[g] for c in outputs.counts) for g in ("global", "intra", "window")}
     print(f"{outputs.routing}: {len(outputs.counts)} layers, heads " + ", ".join(f"{n} {g}" for g, n in totals.items()))
     print(f"per-head statistics: {outputs.csv}; heat map: {outputs.heatmap}")
+    print(f"attention changes the output by {outputs.attention_effect:.3f} grey levels RMS (zeroing every head)")
+    if outputs.effect_negligible:
+        print("warning: the network barely uses its attention, so its heads' statistics say nothing about "
+              "locality (untrained heads look global); the routing above is not evidence", file=sys.stderr)
     return 0
 
 

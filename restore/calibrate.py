@@ -207,7 +207,10 @@ def write_heatmap(table, path: Path) -> None:
     ax.set_ylabel("layer")
     ax.set_xticks(range(n_heads))
     ax.set_yticks(range(n_layers))
-    ax.set_title("ASR head groups\ncell: KL to window / KL to own frame (nats)", fontsize=9)
+    title = "ASR head groups\ncell: KL to window / KL to own frame (nats)"
+    if table.attention_effect is not None:
+        title += f"\nattention changes the output by {table.attention_effect:.2f} grey levels RMS"
+    ax.set_title(title, fontsize=9)
     ax.legend(handles=[Patch(color=GROUP_COLOURS[g], label=g) for g in HEAD_GROUPS],
               loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     fig.tight_layout()
@@ -222,6 +225,8 @@ class CalibrationOutputs:
     csv: Path
     heatmap: Path
     counts: list[dict[str, int]] = field(default_factory=list)
+    attention_effect: float | None = None
+    effect_negligible: bool = False
 
 
 def calibrate_heads(model: nn.Module, clips, out: str | Path, **calibrate_kwargs) -> CalibrationOutputs:
@@ -243,4 +248,4 @@ def calibrate_heads(model: nn.Module, clips, out: str | Path, **calibrate_kwargs
     table.save(out)
     write_csv(table, csv_path)
     write_heatmap(table, png_path)
-    return CalibrationOutputs(out, csv_path, png_path, table.counts())
+    return CalibrationOutputs(out, csv_path, png_path, table.counts(), table.attention_effect, table.effect_negligible)

@@ -20,6 +20,12 @@ Assignment (the paper publishes neither thresholds nor head counts; these are ou
   ``min(kl_window, kl_intra)``) stay ``global``; each other head takes ``window`` if
   ``kl_window <= thresholds["window"]`` or ``kl_window <= kl_intra``, else ``intra``.
 
+The statistics mean something only if the heads matter: a head whose output the network does
+not use keeps near-uniform attention (nothing trains it), and would be called ``global`` for that
+reason alone. So :func:`calibrate` also measures ``attention_effect``: the RMS change of the
+network's output, in 8-bit grey levels, when every attention output is zeroed (the network's
+output assumed in [0, 1]). Below ``NEGLIGIBLE_EFFECT`` the table is flagged (``effect_negligible``).
+
 Capture contract with the network: each attention module has ``routing: list[str]`` (one entry per
 head, settable) and ``qk_observer`` (``None`` or a callable ``(q, k, grid)``), which it calls with
 the post-rotary ``q, k`` (B, heads, L, D) before attending; the softmax scale is ``D ** -0.5``.
@@ -40,6 +46,9 @@ from .attention import HEAD_GROUPS, group_mask_rows
 
 STAT_KEYS = ("kl_window", "kl_intra", "mass_window", "mass_intra")
 DEFAULT_THRESHOLDS = {"window": 0.2, "intra": 0.2}  # KL 0.2 nats ~ 82% of the attention mass inside
+# below this RMS output change (8-bit grey levels) the attention carries no information: a change
+# under half a level mostly vanishes when the output is quantised to 8 bits
+NEGLIGIBLE_EFFECT = 0.5
 
 # attention masses below this count as this (a head with no mass inside would have infinite KL)
 _MIN_MASS = 1e-12
@@ -54,11 +63,14 @@ class RoutingTable:
             i; layers are numbered in ``model.modules()`` order.
         window: ``(t, h, w)`` window of ``window`` heads, in tokens.
         stats: per layer and head a dict of ``STAT_KEYS`` (nats and fractions), or None.
+        attention_effect: RMS change of the network output (8-bit grey levels) when every attention
+            output is zeroed, on the calibration clips; None when not measured.
     """
 
     layers: list[list[str]]
     window: tuple[int, int, int] = (3, 5, 5)
     stats: list[list[dict]] | None = None
+    attention_effect: float | None = None
 
     def __post_init__(self) -> None:
         self.window = tuple(int(n) for n in self.window)
@@ -76,8 +88,14 @@ class RoutingTable:
         """Per layer: number of heads in each group."""
         return [{g: heads.count(g) for g in HEAD_GROUPS} for heads in self.layers]
 
+    @property
+    def effect_negligible(self) -> bool:
+        """True when the attention was measured to change the output by less than ``NEGLIGIBLE_EFFECT``."""
+        return self.attention_effect is not None and self.attention_effect < NEGLIGIBLE_EFFECT
+
     def to_dict(self) -> dict:
-        return {"window": list(self.window), "layers": self.layers, "stats": self.stats}
+        return {"window": list(self.window), "layers": self.layers, "stats": self.stats,
+                "attention_effect": self.attention_effect}
 
     def save(self, path: str | Path) -> None:
         """Write ``routing.json`` (written to a temporary name, then renamed)."""
@@ -92,7 +110,7 @@ class RoutingTable:
         try:
             data = json.loads(Path(path).read_text())
             return cls(layers=[list(h) for h in data["layers"]], window=tuple(data.get("window", (3, 5, 5))),
-                       stats=data.get("stats"))
+                       stats=data.get("stats"), attention_effect=data.get("attention_effect"))
         except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}: not a routing table ({type(exc).__name__}: {exc})") from None
 
@@ -204,18 +222,38 @@ def calibrate(
     generator = torch.Generator().manual_seed(seed)
     saved = [(list(m.routing), m.qk_observer) for m in modules]
     observers = [HeadStats(window, queries_per_clip, generator) for _ in modules]
+    squared, count = 0.0, 0
     try:
         for m, obs in zip(modules, observers):
             m.routing = ["global"] * len(m.routing)
             m.qk_observer = obs
         for clip in clips:
-            model(clip)
+            with torch.no_grad():
+                out = model(clip).float()
+                for m in modules:
+                    m.qk_observer = None
+                without = _without_attention(model, modules, clip).float()
+                for m, obs in zip(modules, observers):
+                    m.qk_observer = obs
+            squared += float(((out - without) * 255.0).pow(2).sum())
+            count += out.numel()
     finally:
         for m, (routing, observer) in zip(modules, saved):
             m.routing, m.qk_observer = routing, observer
     stats = [obs.means() for obs in observers]
     layers = [assign_groups(s, thresholds, global_budget) for s in stats]
-    return RoutingTable(layers=layers, window=window, stats=stats)
+    effect = math.sqrt(squared / count) if count else None
+    return RoutingTable(layers=layers, window=window, stats=stats, attention_effect=effect)
+
+
+def _without_attention(model: nn.Module, modules: list[nn.Module], clip: Tensor) -> Tensor:
+    """``model(clip)`` with the output of every attention module replaced by zeros."""
+    hooks = [m.register_forward_hook(lambda module, args, output: torch.zeros_like(output)) for m in modules]
+    try:
+        return model(clip)
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def flop_fraction(table: RoutingTable, grid: tuple[int, int, int]) -> float:

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from models.oasis.attention import routed_attention
-from models.oasis.calibration import RoutingTable, assign_groups, attention_modules, calibrate, flop_fraction
+from models.oasis.calibration import NEGLIGIBLE_EFFECT, RoutingTable, assign_groups, attention_modules, calibrate, flop_fraction
 
 GRID = (2, 12, 12)  # 12 > 2 * 5: a shift of 6 rows/columns leaves every (3, 5, 5) window
 
@@ -85,6 +85,40 @@ def test_local_heads_become_window_and_far_heads_global():
     assert far_head["kl_intra"] > 3
     # the intra head keeps its mass in its own frame but not in its window
     assert table.stats[0][2]["mass_intra"] > 0.95 and table.stats[0][2]["mass_window"] < 0.01
+
+
+class ResidualProbeNet(nn.Module):
+    """``v + gain * attention(v)``: the network uses its attention only as far as ``gain`` says, in [0, 1] units."""
+
+    def __init__(self, gain: float):
+        super().__init__()
+        self.attention = ProbeAttention(["window", "global", "intra"])
+        self.gain = gain
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        return v + self.gain * self.attention(v)
+
+
+@pytest.mark.parametrize("gain", [0.0, 1e-4, 0.05])
+def test_attention_effect_is_the_output_change_without_attention(gain):
+    clips = _clips(2)
+    net = ResidualProbeNet(gain)
+    net.attention.routing = ["global"] * 3  # calibration measures every head global
+    expected = torch.cat([(gain * net.attention(c) * 255).flatten() for c in clips]).pow(2).mean().sqrt()
+    net.attention.routing = ["window"] * 3
+    table = calibrate(net, clips, queries_per_clip=16)
+    assert table.attention_effect == pytest.approx(float(expected), rel=1e-4, abs=1e-6)
+    # an unused attention (a change far below one grey level) is flagged: its statistics are not evidence
+    assert table.effect_negligible == (gain < 1e-3)
+    assert net.attention.routing == ["window"] * 3  # the hooks are gone: the output is the network's own
+    assert torch.equal(net(clips[0]), clips[0] + gain * net.attention(clips[0]))
+
+
+def test_attention_effect_survives_the_routing_file(tmp_path):
+    table = RoutingTable([["global"]], attention_effect=0.25)
+    table.save(tmp_path / "routing.json")
+    loaded = RoutingTable.load(tmp_path / "routing.json")
+    assert loaded.attention_effect == 0.25 and loaded.effect_negligible == (0.25 < NEGLIGIBLE_EFFECT)
 
 
 def test_calibration_restores_the_modules():

@@ -1,0 +1,71 @@
+"""``CPUTimeBudget``: a fit stops after its CPU time, and a resumed fit spends only what is left."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from models.cpu_budget import CPUTimeBudget
+
+
+class BusyRegression(pl.LightningModule):
+    """A linear fit whose every step burns about ``busy_s`` CPU seconds, so a budget is reached in a few steps."""
+
+    def __init__(self, busy_s: float = 0.05):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+        self.busy_s = busy_s
+
+    def training_step(self, batch, batch_idx):
+        start = time.process_time()
+        while time.process_time() - start < self.busy_s:
+            pass
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.layer(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def _loader() -> DataLoader:
+    return DataLoader(TensorDataset(torch.randn(64, 4), torch.randn(64, 1)), batch_size=1)
+
+
+def _trainer(tmp_path, budget: CPUTimeBudget) -> pl.Trainer:
+    return pl.Trainer(
+        accelerator="cpu", max_steps=1000, callbacks=[budget], default_root_dir=tmp_path, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+    )
+
+
+def test_refuses_a_non_positive_budget():
+    with pytest.raises(ValueError, match="positive"):
+        CPUTimeBudget(0)
+
+
+def test_fit_stops_once_the_cpu_budget_is_spent(tmp_path):
+    budget = CPUTimeBudget(minutes=0.5 / 60)  # 0.5 CPU seconds: about 10 steps of 0.05 s
+    trainer = _trainer(tmp_path, budget)
+    trainer.fit(BusyRegression(), _loader())
+    assert 5 <= trainer.global_step <= 12
+    assert budget.cpu_seconds() >= 0.5
+    assert trainer.callback_metrics["budget/cpu_minutes"] * 60 >= 0.5
+
+
+def test_resumed_fit_spends_only_the_rest_of_the_budget(tmp_path):
+    model, budget = BusyRegression(), CPUTimeBudget(minutes=1.0 / 60)
+    trainer = _trainer(tmp_path, budget)
+    trainer.fit(model, _loader())
+    ckpt = tmp_path / "spent.ckpt"
+    trainer.save_checkpoint(ckpt)
+    first_steps = trainer.global_step
+
+    resumed_budget = CPUTimeBudget(minutes=1.4 / 60)  # 0.4 s more than the first fit spent, about
+    resumed = _trainer(tmp_path, resumed_budget)
+    resumed.fit(BusyRegression(), _loader(), ckpt_path=ckpt)
+    assert resumed_budget.spent_s >= 1.0
+    assert 2 <= resumed.global_step - first_steps <= 10
