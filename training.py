@@ -57,19 +57,22 @@ class ModelCard(Callback):
 
     The LightningModule must hold its network as ``self.net`` with ``config_dict()`` and ``scale``
     (the convention of ``models/``); ``run_config`` is the resolved YAML of the run. The training
-    wall time adds up over resumed runs.
+    wall time and CPU time add up over resumed runs.
     """
 
     def __init__(self, run_config: str | None = None):
         self.run_config = run_config
-        self.earlier_wall_s = 0.0
+        self.earlier_wall_s = self.earlier_cpu_s = 0.0
         self.started: float | None = None
+        self.started_cpu: float | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.started = time.monotonic()
+        self.started, self.started_cpu = time.monotonic(), time.process_time()
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
-        self.earlier_wall_s = float((checkpoint.get(CARD_KEY) or {}).get("wall_time_s") or 0.0)
+        earlier = checkpoint.get(CARD_KEY) or {}
+        self.earlier_wall_s = float(earlier.get("wall_time_s") or 0.0)
+        self.earlier_cpu_s = float(earlier.get("cpu_time_s") or 0.0)
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         net = getattr(pl_module, "net", None)
@@ -86,6 +89,9 @@ class ModelCard(Callback):
             "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
             "run_config": self.run_config,
             "wall_time_s": round(self.earlier_wall_s + (time.monotonic() - self.started if self.started else 0.0), 1),
+            # CPU seconds of the training process (all its threads; not DataLoader workers): the
+            # budget of a run on a shared machine, where wall time depends on the neighbours
+            "cpu_time_s": round(self.earlier_cpu_s + (time.process_time() - self.started_cpu if self.started_cpu else 0.0), 1),
             "hardware": _hardware(trainer),
         }
 

@@ -132,6 +132,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, *, name: str | None = N
             "epoch": checkpoint.get("epoch"),
             "ema": "current_model_state" in checkpoint,
             "wall_time_s": info.get("wall_time_s"),
+            "cpu_time_s": info.get("cpu_time_s"),
             "hardware": info.get("hardware"),
             "data": data,
             "config": info.get("run_config"),

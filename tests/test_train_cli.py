@@ -161,6 +161,7 @@ def test_checkpoint_resume_and_export(tmp_path, monkeypatch):
     log_dir = Path(first.trainer.log_dir)
     assert (log_dir / "config.yaml").is_file()  # the resolved config is saved with the run
     last = next(tmp_path.rglob("last.ckpt"))
+    first_cpu_s = torch.load(last, weights_only=False)["restore_card"]["cpu_time_s"]
     resumed = _run(["fit", *base, "--trainer.max_steps=4", f"--ckpt_path={last}"], monkeypatch)
     assert resumed.trainer.global_step == 4
     assert resumed.datamodule.degradation.inconsistent_prob > 0  # the curriculum resumed past stage 1
@@ -169,12 +170,14 @@ def test_checkpoint_resume_and_export(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["restore"])
     bench = tmp_path / "quality.json"
     bench.write_text('{"images": {"set5_x4": {"models": {}}}}')
-    assert train_main(["export", "--ckpt", str(next(tmp_path.rglob("last.ckpt"))), "--out", str(out),
+    newest = max(tmp_path.rglob("last.ckpt"), key=lambda p: p.stat().st_mtime_ns)  # the resumed run's
+    assert train_main(["export", "--ckpt", str(newest), "--out", str(out),
                        "--data", "synthetic clips", "--benchmarks", str(bench), "--default"]) == 0
     card = read_card(out.with_suffix(".json"))
     training = card["training"]
     assert training["data"] == "synthetic clips" and training["hardware"].startswith("CPU ")
     assert training["wall_time_s"] > 0 and card["default"] is True
+    assert training["global_step"] == 4 and 0 < first_cpu_s < training["cpu_time_s"]  # CPU time adds up
     assert card["benchmarks"] == {"quality": {"images": {"set5_x4": {"models": {}}}}}
     assert card["name"] == "oasis-t-x4" and card["architecture"] == "oasis" and card["task"] == "video-sr"
     assert card["scale"] == 4 and card["sha256"] == sha256_of(out) and card["training"]["ema"]
