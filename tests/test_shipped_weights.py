@@ -105,6 +105,8 @@ def test_warm_starts_load_into_the_network_of_their_run(source, monkeypatch):
         return
     recipe, override = _model_section(_recipe_of(source)), _model_section(source)
     init_args = {**(recipe.get("init_args") or {}), **override["init_args"]}
+    if isinstance(override["init_args"].get("network"), dict):  # LightningCLI merges dicts, key by key
+        init_args["network"] = {**(recipe["init_args"].get("network") or {}), **override["init_args"]["network"]}
     module_path, _, class_name = (override.get("class_path") or recipe["class_path"]).rpartition(".")
     monkeypatch.chdir(ROOT)  # the configs name weights relative to the repository root
     module = getattr(importlib.import_module(module_path), class_name)(**init_args)
