@@ -189,11 +189,13 @@ def test_checkpoint_resume_and_export(tmp_path, monkeypatch):
 @pytest.mark.parametrize("override", sorted((CONFIGS / "shipped").glob("*.yaml")), ids=lambda p: p.stem)
 def test_shipped_run_overrides_compose_with_their_recipe(override, monkeypatch, capsys):
     """configs/shipped/ holds the exact settings of the shipped weights' runs: each must still
-    parse on top of the recipe it names (a renamed key would make the run irreproducible)."""
-    base = re.search(r"Overrides of (configs/\S+\.yaml)", override.read_text()).group(1)
+    parse on top of the recipe it names (a renamed key would make the run irreproducible), with
+    the other overrides it stacks on ("Overrides of configs/R.yaml + configs/shipped/S.yaml")."""
+    named = re.search(r"Overrides of (configs/\S+\.yaml(?: \+ configs/shipped/\S+\.yaml)*)", override.read_text())
+    configs = [arg for path in named.group(1).split(" + ") for arg in ("--config", str(ROOT / path))]
     monkeypatch.setattr(sys, "argv", ["restore"])
     with pytest.raises(SystemExit) as exited:
-        RestoreCLI(args=["fit", "--config", str(ROOT / base), "--config", str(override), "--print_config"])
+        RestoreCLI(args=["fit", *configs, "--config", str(override), "--print_config"])
     assert exited.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["trainer"]["max_steps"] == yaml.safe_load(override.read_text())["trainer"]["max_steps"]
