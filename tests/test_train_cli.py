@@ -201,6 +201,18 @@ def test_shipped_run_overrides_compose_with_their_recipe(override, monkeypatch, 
     assert printed["trainer"]["max_steps"] == yaml.safe_load(override.read_text())["trainer"]["max_steps"]
 
 
+def test_equal_budget_continuation_flag_sets_the_cpu_budget(monkeypatch, capsys):
+    """docs/TRAINING.md continues an equal-budget run with --trainer.callbacks.init_args.minutes N,
+    which jsonargparse applies to the last callback of the list: that must stay the budget."""
+    monkeypatch.setattr(sys, "argv", ["restore"])
+    configs = ["--config", str(CONFIGS / "oasis_s_bi_x4.yaml"), "--config", str(CONFIGS / "baselines" / "equal_budget_cpu.yaml")]
+    with pytest.raises(SystemExit):
+        RestoreCLI(args=["fit", *configs, "--trainer.callbacks.init_args.minutes", "60", "--print_config"])
+    callbacks = yaml.safe_load(capsys.readouterr().out)["trainer"]["callbacks"]
+    budgets = [c for c in callbacks if c["class_path"] == "models.cpu_budget.CPUTimeBudget"]
+    assert budgets == [{"class_path": "models.cpu_budget.CPUTimeBudget", "init_args": {"minutes": 60.0}}]
+
+
 def test_export_names_a_bad_checkpoint(tmp_path):
     from restore.errors import InputError
 

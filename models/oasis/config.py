@@ -47,6 +47,10 @@ class OASISConfig:
             (sigma = t/1000). Not published by OASIS; 399 is what DOVE uses.
         decoder: "light" (trained jointly, no VAE) or "wan" (frozen Wan2.1 VAE decoder).
         decoder_channels, decoder_blocks: width and residual blocks of the light decoder.
+        decoder_features: light decoder only: 0, the transformer predicts the HR residual over
+            bicubic (a latent with a flow-matching target); F > 0, it emits F feature channels per
+            LR pixel that only the decoder's convolutions read (no shortcut to the pixels; one-step
+            only). See ``models.oasis.decoder``.
         decoder_neighbors: LR frames on each side of frame t that the light decoder reads with it
             (0: each frame alone); the video engine's chunks give them, at the clip's ends the
             first or last frame stands in.
@@ -80,6 +84,7 @@ class OASISConfig:
     decoder: str = "light"
     decoder_channels: int = 32
     decoder_blocks: int = 2
+    decoder_features: int = 0
     decoder_neighbors: int = 0
     latent_std: float = 0.1
     temporal_window: int = 8
@@ -98,6 +103,9 @@ class OASISConfig:
             raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.decoder_features and (self.decoder != "light" or self.objective == "flow_matching"):
+            raise ValueError("decoder_features needs the light decoder and the one_step objective "
+                             "(a feature latent has no flow-matching target)")
         if self.decoder == "wan":
             if not self.wan_path:
                 raise ValueError("decoder='wan' needs wan_path (a local Wan2.1 diffusers folder)")
@@ -128,7 +136,8 @@ class OASISConfig:
         """Channels of the latent the transformer predicts (per latent frame)."""
         if self.decoder == "wan":
             return self.wan_latent_channels
-        return 3 * self.temporal_packing * (self.scale * self.unshuffle) ** 2
+        per_pixel = self.decoder_features or 3 * self.scale**2
+        return self.temporal_packing * per_pixel * self.unshuffle**2
 
     @property
     def pad_multiple(self) -> tuple[int, int]:

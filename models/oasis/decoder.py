@@ -4,12 +4,22 @@ Layout helpers map clips ``(B, T, C, H, W)`` to the transformer's latent grid an
 ``space_to_depth`` (pixel-unshuffle per frame) and ``pack_frames`` (``p`` frames per latent
 frame, the first frame alone, like the Wan VAE's causal temporal compression).
 
-``LightDecoder`` defines a latent that needs no learned encoder: the HR residual over bicubic,
-pixel-unshuffled to the LR grid, scaled to about unit variance. Decoding refines that residual
-with a few convolutions at LR resolution, conditioned on the LR frame and its ``neighbors`` on each side (early fusion: the
-convolutions see the sub-pixel motion between them, which 8x8-pixel tokens cannot express), adds
-bicubic (computed as a polyphase filter on the LR grid) and pixel-shuffles to HR as the very last
-step. A zero latent decodes to bicubic exactly, and so does an untrained decoder.
+``LightDecoder`` has two latents, both without a learned encoder:
+
+* the *residual latent* (``features=0``): the HR residual over bicubic, pixel-unshuffled to the
+  LR grid, scaled to about unit variance; the flow-matching target. Decoding adds it to bicubic
+  and refines the sum with a few convolutions;
+* the *feature latent* (``features=F``): ``F`` channels per LR pixel that the transformer emits
+  and only the convolutions read, as the Wan VAE decoder reads its latent: no path from the
+  transformer to the pixels bypasses the decoder, so the network cannot ignore the transformer
+  by scaling its output down (the residual latent reaches the pixels through a fixed gain of
+  ``-sigma* x latent_std``, 0.04 in the first oasis-s, which made the transformer unused). It
+  has no encoder and trains one-step only.
+
+The convolutions run at LR resolution, conditioned on the LR frame and its ``neighbors`` on each
+side (early fusion: they see the sub-pixel motion between them, which 8x8-pixel tokens cannot
+express), add bicubic (computed as a polyphase filter on the LR grid) and pixel-shuffle to HR as
+the very last step. A zero latent through an untrained decoder decodes to bicubic exactly.
 """
 
 from __future__ import annotations
@@ -103,42 +113,50 @@ class ResidualBlock(nn.Module):
 class LightDecoder(nn.Module):
     """Latent <-> HR clip without a VAE; trained jointly with the transformer.
 
-    Latent: ``(B, 3*p*(s*u)^2, T_z, h/u, w/u)`` = the packed, space-to-depth HR residual over
-    bicubic divided by ``latent_std`` (``s`` scale, ``u`` LR unshuffle, ``p`` temporal packing).
+    Latent ``(B, p*c*u*u, T_z, h/u, w/u)``: ``c`` channels per LR pixel, packed and unshuffled
+    by ``u`` (``s`` scale, ``p`` temporal packing):
 
-    * ``encode(hr, lr)``: HR ``(B, T, 3, s*h, s*w)`` and LR ``(B, T, 3, h, w)`` -> latent (the
-      flow-matching target; no parameters involved);
-    * ``decode(latent, lr)``: latent + LR -> HR ``(B, T, 3, s*h, s*w)``, unclamped.
+    * ``features=0``: ``c = 3*s*s``, the space-to-depth HR residual over bicubic divided by
+      ``latent_std``; ``encode(hr, lr)`` gives it (the flow-matching target, no parameters);
+    * ``features=F``: ``c = F`` decoder input channels; ``encode`` refuses (there is no target).
 
-    All convolutions run at LR resolution (``channels`` wide, ``blocks`` residual blocks) on the
-    HR clip in space-to-depth form ``(3*s*s, h, w)``; the pixel shuffle to HR is the last step.
-    They read LR frame ``t`` with its ``neighbors`` on each side (``neighbor_frames``).
+    ``decode(latent, lr)``: latent + LR ``(B, T, 3, h, w)`` -> HR ``(B, T, 3, s*h, s*w)``,
+    unclamped. All convolutions run at LR resolution (``channels`` wide, ``blocks`` residual
+    blocks) on the HR clip in space-to-depth form ``(3*s*s, h, w)``; the pixel shuffle to HR is
+    the last step. They read LR frame ``t`` with its ``neighbors`` on each side (``neighbor_frames``).
     """
 
     def __init__(
         self, scale: int, unshuffle: int, temporal_packing: int, channels: int, blocks: int, latent_std: float,
-        neighbors: int = 0,
+        neighbors: int = 0, features: int = 0,
     ):
         super().__init__()
         self.scale, self.unshuffle, self.temporal_packing = scale, unshuffle, temporal_packing
-        self.latent_std, self.neighbors = latent_std, neighbors
+        self.latent_std, self.neighbors, self.features = latent_std, neighbors, features
         s2 = 3 * scale * scale
         self.register_buffer("bicubic", bicubic_kernel(scale).repeat(3, 1, 1, 1), persistent=False)
-        self.conv_in = nn.Conv2d(3 * (2 * neighbors + 1) + s2, channels, 3, padding=1)
+        self.conv_in = nn.Conv2d(3 * (2 * neighbors + 1) + self.pixel_channels, channels, 3, padding=1)
         self.body = nn.Sequential(*(ResidualBlock(channels) for _ in range(blocks)))
         self.conv_out = nn.Conv2d(channels, s2, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
     @property
+    def pixel_channels(self) -> int:
+        """Latent channels per LR pixel: ``features``, or ``3*s*s`` for the residual latent."""
+        return self.features or 3 * self.scale * self.scale
+
+    @property
     def latent_channels(self) -> int:
-        return 3 * self.temporal_packing * (self.scale * self.unshuffle) ** 2
+        return self.temporal_packing * self.pixel_channels * self.unshuffle**2
 
     def upsample(self, lr: torch.Tensor) -> torch.Tensor:
         """Bicubic in space-to-depth form: ``(N, 3, h, w) -> (N, 3*s*s, h, w)`` (pixel-shuffle it for HR)."""
         return F.conv2d(F.pad(lr, (2, 2, 2, 2), mode="replicate"), self.bicubic.to(lr.dtype), groups=3)
 
     def encode(self, hr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+        if self.features:
+            raise ValueError("a feature latent (decoder_features > 0) has no encoder: it trains one-step only")
         b, t = lr.shape[:2]
         # residual on the LR grid in space-to-depth form (B, T, 3*s*s, h, w), then unshuffled by u
         residual = space_to_depth(hr, self.scale) - self.upsample(lr.flatten(0, 1)).unflatten(0, (b, t))
@@ -149,8 +167,11 @@ class LightDecoder(nn.Module):
         lr = lr.to(latent.dtype)
         context = neighbor_frames(lr, self.neighbors).flatten(0, 1)  # (B*T, 3*(2r+1), h, w)
         lr = lr.flatten(0, 1)
-        residual = depth_to_space(unpack_frames(latent * self.latent_std, self.temporal_packing), self.unshuffle)
-        residual = residual.flatten(0, 1)  # (B*T, 3*s*s, h, w)
-        correction = self.conv_out(self.body(self.conv_in(torch.cat([context, residual], dim=1))))
-        out = self.upsample(lr) + residual + correction
+        scale = 1.0 if self.features else self.latent_std
+        pixels = depth_to_space(unpack_frames(latent * scale, self.temporal_packing), self.unshuffle)
+        pixels = pixels.flatten(0, 1)  # (B*T, pixel_channels, h, w)
+        correction = self.conv_out(self.body(self.conv_in(torch.cat([context, pixels], dim=1))))
+        out = self.upsample(lr) + correction
+        if not self.features:
+            out = out + pixels  # the residual latent is an HR estimate itself
         return F.pixel_shuffle(out, self.scale).unflatten(0, (b, t))

@@ -122,6 +122,12 @@ def test_flow_matching_checkpoint_starts_one_step(tmp_path):
         assert torch.equal(one.net.state_dict()[k], v), k
 
 
+def test_feature_latent_refuses_the_flow_matching_objective():
+    network = dict(PRESETS["oasis-t"]["config"], decoder_features=4)
+    with pytest.raises(ValueError, match="one_step only"):
+        OASISModule(network=network, objective="flow_matching")
+
+
 def test_ema_callback_runs_and_leaves_averaged_weights(tmp_path):
     from pytorch_lightning.callbacks import EMAWeightAveraging
 

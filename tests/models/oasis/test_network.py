@@ -32,11 +32,12 @@ def bicubic(clip: torch.Tensor, scale: int) -> torch.Tensor:
     return out.unflatten(0, clip.shape[:2])
 
 
+@pytest.mark.parametrize("features", [0, 4])
 @pytest.mark.parametrize("scale", [2, 4])
 @pytest.mark.parametrize("size", [(3, 16, 24), (5, 13, 17), (1, 7, 9)])
-def test_shapes_any_size_and_untrained_is_bicubic(scale, size):
+def test_shapes_any_size_and_untrained_is_bicubic(scale, size, features):
     torch.manual_seed(0)
-    model = tiny(scale=scale).eval()
+    model = tiny(scale=scale, decoder_features=features).eval()
     t, h, w = size
     clip = torch.rand(2, t, 3, h, w)
     with torch.no_grad():
@@ -141,6 +142,24 @@ def test_light_decoder_latent_round_trip_and_polyphase_bicubic(scale):
     assert latent.shape == (1, decoder.latent_channels, 2, 3, 5)
     assert torch.allclose(decoder.decode(latent, lr), hr, atol=1e-12)
     assert torch.allclose(decoder.decode(torch.zeros_like(latent), lr), bicubic(lr, scale), atol=1e-12)
+
+
+def test_feature_latent_reaches_the_pixels_only_through_the_decoder():
+    model = randomise_head(tiny(decoder_features=4))
+    assert model.transformer.proj_out.out_features == 4 * 2 * 2 * 4  # F * u^2 * patch (2 x 2)
+    clip, hr = torch.rand(1, 3, 3, 8, 8), torch.rand(1, 3, 3, 32, 32)
+    F.mse_loss(model.restore(clip), hr).backward()
+    assert model.transformer.proj_out.weight.grad.abs().sum() > 0
+    # with the decoder's input weights of the features at zero the transformer cannot act
+    with torch.no_grad():
+        model.codec.conv_in.weight[:, 3:] = 0  # after the 3 LR channels
+        a = model(clip)
+        model.transformer.proj_out.weight.mul_(3)
+        assert torch.allclose(a, model(clip), atol=1e-6)
+    with pytest.raises(ValueError, match="no encoder"):
+        model.encode_target(hr, clip)
+    with pytest.raises(ValueError, match="one_step objective"):
+        OASISConfig(decoder_features=4, objective="flow_matching")
 
 
 def test_network_target_round_trip_with_padding():
