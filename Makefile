@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # A real 5 s clip with AAC audio that ships inside the gradio wheel (480x270, 30 fps).
 SAMPLE = $$($(BIN)/python -c 'import gradio, os; print(os.path.join(os.path.dirname(gradio.__file__), "media_assets", "videos", "b.mp4"))')
 
-.PHONY: install browser dicom3tools demo test test-slow test-all bench clean
+.PHONY: install browser dicom3tools slurm demo test test-slow test-all bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,14 +41,20 @@ browser:
 dicom3tools:
 	$(call debian_tool,command -v dciodvfy,dicom3tools,the DICOM output check)
 
+# The srun launch test (slow) needs a SLURM cluster: a one-node one on this machine (as root).
+slurm:
+	$(call debian_tool,command -v slurmctld,slurm-wlm,the SLURM launch test)
+	@if [ "$$(id -u)" -eq 0 ]; then .ci/slurm-one-node; else sinfo >/dev/null 2>&1 || \
+		{ echo "the SLURM launch test needs a running cluster; as root run:  .ci/slurm-one-node" >&2; exit 1; }; fi
+
 # pytest exits 5 when no test is collected; that is not a failure of the suite.
 test: browser dicom3tools $(STAMP)
 	$(BIN)/python -m pytest -q; rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc
 
-test-slow: dicom3tools $(STAMP)
+test-slow: dicom3tools slurm $(STAMP)
 	$(BIN)/python -m pytest -q -m slow; rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc
 
-test-all: browser dicom3tools $(STAMP)
+test-all: browser dicom3tools slurm $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 bench: $(STAMP)

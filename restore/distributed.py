@@ -36,7 +36,10 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
+
+from .errors import OptionError
 
 # the strategies a predict job may ask for. DDP re-runs the command line for the other local ranks
 # (or joins the ranks that torchrun or srun started); each rank holds the whole model, which is
@@ -139,11 +142,16 @@ def predict(job: pl.LightningModule, results_dir: Path, *, device: str, devices:
     """
     writer = ResultWriter(results_dir)
     with lightning_silenced():
-        trainer = pl.Trainer(
-            accelerator=accelerator_for(device), devices=devices, num_nodes=num_nodes, strategy=strategy,
-            use_distributed_sampler=False, logger=False, enable_checkpointing=False,
-            enable_progress_bar=progress_bar, enable_model_summary=False, callbacks=[writer],
-        )
+        try:
+            trainer = pl.Trainer(
+                accelerator=accelerator_for(device), devices=devices, num_nodes=num_nodes, strategy=strategy,
+                use_distributed_sampler=False, logger=False, enable_checkpointing=False,
+                enable_progress_bar=progress_bar, enable_model_summary=False, callbacks=[writer],
+            )
+        except (RuntimeError, MisconfigurationException) as exc:
+            # building the Trainer only reads the launch (devices, SLURM/torchrun variables): what
+            # fails here is how the job was started, e.g. `srun --ntasks` instead of --ntasks-per-node
+            raise OptionError(None, f"cannot start {devices} x {num_nodes} ranks as launched: {exc}") from None
         try:
             trainer.predict(job, return_predictions=False)
             trainer.strategy.barrier()

@@ -25,6 +25,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 DECODERS = ("light", "wan")
+# how the light decoder registers its neighbouring frames to frame t: as they are, or warped by
+# DIS optical flow (models.oasis.alignment)
+ALIGNMENTS = ("none", "dis")
 OBJECTIVES = ("one_step", "flow_matching")
 
 
@@ -54,6 +57,8 @@ class OASISConfig:
         decoder_neighbors: LR frames on each side of frame t that the light decoder reads with it
             (0: each frame alone); the video engine's chunks give them, at the clip's ends the
             first or last frame stands in.
+        decoder_alignment: light decoder only: "none" (the neighbours as they are) or "dis"
+            (warped onto frame t by DIS optical flow first; ``models.oasis.alignment``).
         latent_std: light decoder only: the HR-minus-bicubic residual is divided by this so the
             flow-matching latent has roughly unit variance.
         temporal_window: frames the model sees jointly at inference; the video engine chunks
@@ -86,6 +91,7 @@ class OASISConfig:
     decoder_blocks: int = 2
     decoder_features: int = 0
     decoder_neighbors: int = 0
+    decoder_alignment: str = "none"
     latent_std: float = 0.1
     temporal_window: int = 8
     routing: list[list[str]] | str | None = None
@@ -106,6 +112,10 @@ class OASISConfig:
         if self.decoder_features and (self.decoder != "light" or self.objective == "flow_matching"):
             raise ValueError("decoder_features needs the light decoder and the one_step objective "
                              "(a feature latent has no flow-matching target)")
+        if self.decoder_alignment not in ALIGNMENTS:
+            raise ValueError(f"decoder_alignment must be one of {ALIGNMENTS}, got {self.decoder_alignment!r}")
+        if self.decoder_alignment != "none" and (self.decoder != "light" or not self.decoder_neighbors):
+            raise ValueError("decoder_alignment needs the light decoder with decoder_neighbors > 0")
         if self.decoder == "wan":
             if not self.wan_path:
                 raise ValueError("decoder='wan' needs wan_path (a local Wan2.1 diffusers folder)")

@@ -19,7 +19,9 @@ frame, the first frame alone, like the Wan VAE's causal temporal compression).
 The convolutions run at LR resolution, conditioned on the LR frame and its ``neighbors`` on each
 side (early fusion: they see the sub-pixel motion between them, which 8x8-pixel tokens cannot
 express), add bicubic (computed as a polyphase filter on the LR grid) and pixel-shuffle to HR as
-the very last step. A zero latent through an untrained decoder decodes to bicubic exactly.
+the very last step. With ``alignment="dis"`` the neighbours are first warped onto frame t by an
+optical flow (``models.oasis.alignment``), so that they add sub-pixel samples of the same scene
+points instead of displaced ones. A zero latent through an untrained decoder decodes to bicubic exactly.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .alignment import aligned_neighbor_frames
+from .config import ALIGNMENTS
 
 
 def space_to_depth(clip: torch.Tensor, factor: int) -> torch.Tensor:
@@ -123,14 +128,18 @@ class LightDecoder(nn.Module):
     ``decode(latent, lr)``: latent + LR ``(B, T, 3, h, w)`` -> HR ``(B, T, 3, s*h, s*w)``,
     unclamped. All convolutions run at LR resolution (``channels`` wide, ``blocks`` residual
     blocks) on the HR clip in space-to-depth form ``(3*s*s, h, w)``; the pixel shuffle to HR is
-    the last step. They read LR frame ``t`` with its ``neighbors`` on each side (``neighbor_frames``).
+    the last step. They read LR frame ``t`` with its ``neighbors`` on each side (``neighbor_frames``;
+    ``alignment="dis"``: warped onto frame ``t``, ``alignment.aligned_neighbor_frames``).
     """
 
     def __init__(
         self, scale: int, unshuffle: int, temporal_packing: int, channels: int, blocks: int, latent_std: float,
-        neighbors: int = 0, features: int = 0,
+        neighbors: int = 0, features: int = 0, alignment: str = "none",
     ):
         super().__init__()
+        if alignment not in ALIGNMENTS:
+            raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
+        self.alignment = alignment
         self.scale, self.unshuffle, self.temporal_packing = scale, unshuffle, temporal_packing
         self.latent_std, self.neighbors, self.features = latent_std, neighbors, features
         s2 = 3 * scale * scale
@@ -165,7 +174,8 @@ class LightDecoder(nn.Module):
     def decode(self, latent: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
         b, t = lr.shape[:2]
         lr = lr.to(latent.dtype)
-        context = neighbor_frames(lr, self.neighbors).flatten(0, 1)  # (B*T, 3*(2r+1), h, w)
+        stack = aligned_neighbor_frames if self.alignment == "dis" else neighbor_frames
+        context = stack(lr, self.neighbors).flatten(0, 1)  # (B*T, 3*(2r+1), h, w)
         lr = lr.flatten(0, 1)
         scale = 1.0 if self.features else self.latent_std
         pixels = depth_to_space(unpack_frames(latent * scale, self.temporal_packing), self.unshuffle)

@@ -86,7 +86,7 @@ class OASIS(nn.Module):
             self.codec = LightDecoder(
                 config.scale, config.unshuffle, config.temporal_packing,
                 config.decoder_channels, config.decoder_blocks, config.latent_std, config.decoder_neighbors,
-                config.decoder_features,
+                config.decoder_features, config.decoder_alignment,
             )
 
     @classmethod

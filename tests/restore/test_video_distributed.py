@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -181,6 +182,60 @@ def test_two_ddp_processes_make_the_single_process_output_and_report_their_work(
     assert sum(r["joined"] for r in long) == 1
     chatter = ("GPU available", "Tip:", "Initializing distributed", "processes registered")
     assert [c for c in chatter if c in proc.stdout + proc.stderr] == []
+
+
+def restore_script() -> str:
+    """The installed ``restore`` command of this interpreter's environment (what the docs launch)."""
+    return str(Path(sys.executable).with_name("restore"))
+
+
+def slurm_cluster() -> None:
+    if shutil.which("srun") is None or subprocess.run(["sinfo"], capture_output=True).returncode:
+        pytest.fail("needs a running SLURM cluster: run `make slurm` (a one-node cluster on this machine)")
+
+
+# how docs/TRAINING.md launches 2 ranks on one node: the launcher starts both processes and
+# Lightning joins them (torchrun's or SLURM's environment) instead of starting its own
+LAUNCHERS = {
+    "torchrun": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"],
+    "srun": ["srun", "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1", "--job-name=restore-upscale"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("launcher", list(LAUNCHERS))
+def test_a_launcher_started_job_makes_the_single_process_output(clips, weights, reference, tmp_path, launcher):
+    """``torchrun ... $(which restore) upscale ... --devices 2`` and, on a real one-node SLURM
+    cluster (``make slurm`` starts one here), ``srun ... restore upscale ... --devices 2``: the
+    packets are those of one process and the report counts both ranks."""
+    if launcher == "srun":
+        slurm_cluster()
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [*LAUNCHERS[launcher], restore_script(), "upscale", str(clips), "-o", str(out), *common(weights),
+         "--devices", "2", "--report", str(report)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert outputs(out) == reference
+    data = json.loads(report.read_text())
+    assert [r["status"] for r in data["inputs"]] == ["ok", "ok", "ok"]
+    assert [r["rank"] for r in data["ranks"]] == [0, 1] and all(r["frames"] > 0 for r in data["ranks"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_srun_with_ntasks_is_refused_in_one_line(clips, weights, tmp_path):
+    """Lightning refuses ``srun --ntasks`` (it wants --ntasks-per-node): a one-line error that
+    says so, not an internal-error report."""
+    slurm_cluster()
+    proc = subprocess.run(["srun", "--ntasks=2", restore_script(), "upscale", str(clips), "-o", str(tmp_path / "out"),
+                           *common(weights), "--devices", "2"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode != 0 and "--ntasks-per-node" in proc.stderr, proc.stderr[-3000:]
+    assert "bug" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-3000:]
 
 
 # `restore` (as a script, so that Lightning can start the second rank the same way) with
