@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.flow import dis_flow
 from models.metrics import psnr, ssim, rgb_to_y
 
 CT_WINDOW_HU = (-160.0, 240.0)
@@ -113,11 +114,6 @@ def _gray_u8(frame: torch.Tensor) -> np.ndarray:
     return (rgb_to_y(frame.float())[0].clamp(0, 1) * 255).round().byte().numpy()
 
 
-def _flow(dis, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Flow ``(H, W, 2)`` (x, y pixels) such that ``a[p] ~ b[p + flow[p]]``."""
-    return dis.calc(a, b, None)
-
-
 def _sample(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
     import cv2
 
@@ -136,19 +132,16 @@ def warping_error(clip: torch.Tensor, reference: torch.Tensor) -> float:
     over t (x 1000 reads as the papers' tables). ``warping_error(gt, gt)`` is the floor that
     interpolation error and occlusions set; a method above it flickers or drifts.
     """
-    import cv2
-
     if clip.shape != reference.shape or clip.shape[0] < 2:
         raise ValueError(f"need two equal clips of >= 2 frames, got {tuple(clip.shape)} and {tuple(reference.shape)}")
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     gray = [_gray_u8(f) for f in reference]
     frames = clip.float().clamp(0, 1).permute(0, 2, 3, 1).numpy()
     h, w = gray[0].shape
     coords = np.stack(np.meshgrid(np.arange(w), np.arange(h)), axis=-1).astype(np.float32)
     errors = []
     for t in range(1, len(gray)):
-        back = _flow(dis, gray[t], gray[t - 1])  # pixel of t -> where it was in t-1
-        forward = _flow(dis, gray[t - 1], gray[t])
+        back = dis_flow(gray[t], gray[t - 1])  # pixel of t -> where it was in t-1
+        forward = dis_flow(gray[t - 1], gray[t])
         round_trip = back + _sample(forward, back)
         limit = 0.01 * ((back**2).sum(-1) + (_sample(forward, back) ** 2).sum(-1)) + 0.5
         target = coords + back

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from ..flow import dis_flow, warp
 
 # ITU-R BT.601 luma weights: what DIS sees of an RGB frame
 _LUMA = (0.299, 0.587, 0.114)
@@ -28,29 +29,6 @@ def _luma_uint8(clip: torch.Tensor) -> np.ndarray:
     weights = clip.new_tensor(_LUMA).view(1, 1, 3, 1, 1)
     luma = (clip.detach().float() * weights).sum(2).clamp(0, 1)
     return (luma * 255).round().to(torch.uint8).cpu().numpy()
-
-
-def dis_flow(reference: np.ndarray, moving: np.ndarray) -> np.ndarray:
-    """DIS optical flow from ``reference`` to ``moving`` (both ``(H, W)`` uint8): ``(H, W, 2)``
-    float32 ``(dx, dy)`` in pixels with ``reference[y, x] ~ moving[y + dy, x + dx]``."""
-    import cv2  # lazily: the decoder without alignment needs no OpenCV
-
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    return dis.calc(reference, moving, None)
-
-
-def warp(frames: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """Backward-warp ``frames`` ``(N, C, H, W)`` by ``flow`` ``(N, H, W, 2)`` (pixels, ``(dx, dy)``):
-    ``out[y, x] = frames[y + dy, x + dx]``, bicubic (it keeps more of the detail than bilinear),
-    borders replicated. A zero flow returns ``frames`` to float rounding."""
-    n, _, h, w = frames.shape
-    ys, xs = torch.meshgrid(torch.arange(h, device=frames.device, dtype=frames.dtype),
-                            torch.arange(w, device=frames.device, dtype=frames.dtype), indexing="ij")
-    x = xs + flow[..., 0]
-    y = ys + flow[..., 1]
-    # normalised coordinates of pixel centres (align_corners=False)
-    grid = torch.stack([(2 * x + 1) / w - 1, (2 * y + 1) / h - 1], dim=-1)
-    return F.grid_sample(frames, grid, mode="bicubic", padding_mode="border", align_corners=False)
 
 
 def aligned_neighbor_frames(clip: torch.Tensor, radius: int) -> torch.Tensor:
