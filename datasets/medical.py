@@ -12,12 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 # the CT and MR physics live in models/ so that the benchmark (restore/) can simulate them too
-from models.ct_dose import MU_WATER_PER_CM, hu_to_mu, mu_to_hu, simulate_low_dose_ct
+from models.ct_dose import MU_WATER_PER_CM, hu_to_mu, mu_to_hu, simulate_ct_noise, simulate_low_dose_ct
 from models.mr_noise import add_relative_rician_noise, add_rician_noise
 
 __all__ = [
     "MU_WATER_PER_CM", "add_relative_rician_noise", "add_rician_noise", "bicubic_downsample", "hu_to_mu", "image_as_slice", "kspace_downsample",
-    "mu_to_hu", "random_phantom", "simulate_low_dose_ct",
+    "mu_to_hu", "random_phantom", "simulate_ct_noise", "simulate_low_dose_ct",
 ]
 
 # (HU low, HU high) of the tissues a random phantom draws its ellipses from

@@ -34,7 +34,8 @@ from restore.errors import InputError, OptionError
 from restore.io.formats import IMAGE_EXTENSIONS, is_image
 
 from .medical import (
-    add_relative_rician_noise, bicubic_downsample, image_as_slice, kspace_downsample, random_phantom, simulate_low_dose_ct,
+    add_relative_rician_noise, bicubic_downsample, image_as_slice, kspace_downsample, random_phantom, simulate_ct_noise,
+    simulate_low_dose_ct,
 )
 
 DEGRADATIONS = ("low_dose_ct", "rician", "kspace", "bicubic")
@@ -52,7 +53,12 @@ class Degradation:
     ``low_dose_ct`` with ``gaussian_fraction`` > 0: that share of the degraded slices gets white
     Gaussian noise of ``gaussian_hu`` HU (value or range) instead of a reduced dose, so that the
     model also sees the light noise a full-dose scan or another reconstruction kernel has (the
-    dose simulation adds ~45 HU even at 100 %, on top of the scan's own noise).
+    dose simulation adds ~45 HU even at 100 %, on top of the scan's own noise). With
+    ``texture_fraction`` > 0, that share gets reduced-dose noise *texture* (correlated, streaks
+    behind bone) scaled to ``texture_hu`` HU SD over the body (``models.ct_dose.simulate_ct_noise``):
+    the noise of a real low-dose protocol, quoted as its SD, which the nominal flux of the dose
+    simulation only reaches at a few per mille of a clinical scan's dose. The shares are of one
+    uniform draw (Gaussian first, then texture, the rest reduced dose) and sum to at most 1.
     """
 
     kind: str
@@ -63,17 +69,26 @@ class Degradation:
     scale: int = 1
     gaussian_hu: float | tuple[float, float] = 20.0
     gaussian_fraction: float = 0.0
+    texture_hu: float | tuple[float, float] = 20.0
+    texture_fraction: float = 0.0
 
     def __post_init__(self):
         if self.kind not in DEGRADATIONS:
             raise ValueError(f"unknown degradation {self.kind!r} (known: {', '.join(DEGRADATIONS)})")
-        self.gaussian_fraction = float(self.gaussian_fraction)  # a command-line override arrives as text
+        # a command-line override arrives as text
+        self.gaussian_fraction, self.texture_fraction = float(self.gaussian_fraction), float(self.texture_fraction)
+        if min(self.gaussian_fraction, self.texture_fraction) < 0 or self.gaussian_fraction + self.texture_fraction > 1:
+            raise ValueError(f"gaussian_fraction ({self.gaussian_fraction}) and texture_fraction "
+                             f"({self.texture_fraction}) must be >= 0 and sum to at most 1")
 
     def __call__(self, clean: np.ndarray, rng: np.random.Generator, pixel_size_mm: float | None) -> np.ndarray:
         if self.kind == "low_dose_ct":
-            if self.gaussian_fraction > 0 and rng.random() < self.gaussian_fraction:
+            share = rng.random() if self.gaussian_fraction + self.texture_fraction > 0 else 1.0
+            if share < self.gaussian_fraction:
                 sigma = _draw(self.gaussian_hu, rng)
                 return (clean + rng.normal(0.0, sigma, clean.shape)).astype(np.float32)
+            if share < self.gaussian_fraction + self.texture_fraction:
+                return simulate_ct_noise(clean, _draw(self.texture_hu, rng), rng, pixel_size_mm=pixel_size_mm or 0.7)
             return simulate_low_dose_ct(clean, _draw(self.dose_fraction, rng), rng, i0=self.i0,
                                         electronic_noise=self.electronic_noise, pixel_size_mm=pixel_size_mm or 0.7)
         if self.kind == "rician":

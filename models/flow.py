@@ -20,10 +20,11 @@ def dis_flow(reference: np.ndarray, moving: np.ndarray) -> np.ndarray:
     return dis.calc(reference, moving, None)
 
 
-def warp(frames: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+def warp(frames: torch.Tensor, flow: torch.Tensor, mode: str = "bicubic") -> torch.Tensor:
     """Backward-warp ``frames`` ``(N, C, H, W)`` by ``flow`` ``(N, H, W, 2)`` (pixels, ``(dx, dy)``):
-    ``out[y, x] = frames[y + dy, x + dx]``, bicubic (it keeps more of the detail than bilinear),
-    borders replicated. A zero flow returns ``frames`` to float rounding."""
+    ``out[y, x] = frames[y + dy, x + dx]``, borders replicated; ``mode`` of ``F.grid_sample``
+    (bicubic, the default, keeps more of an image's detail than bilinear). A zero flow returns
+    ``frames`` to float rounding."""
     n, _, h, w = frames.shape
     ys, xs = torch.meshgrid(torch.arange(h, device=frames.device, dtype=frames.dtype),
                             torch.arange(w, device=frames.device, dtype=frames.dtype), indexing="ij")
@@ -31,4 +32,4 @@ def warp(frames: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     y = ys + flow[..., 1]
     # normalised coordinates of pixel centres (align_corners=False)
     grid = torch.stack([(2 * x + 1) / w - 1, (2 * y + 1) / h - 1], dim=-1)
-    return F.grid_sample(frames, grid, mode="bicubic", padding_mode="border", align_corners=False)
+    return F.grid_sample(frames, grid, mode=mode, padding_mode="border", align_corners=False)

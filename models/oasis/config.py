@@ -28,6 +28,8 @@ DECODERS = ("light", "wan")
 # how the light decoder registers its neighbouring frames to frame t: as they are, or warped by
 # DIS optical flow (models.oasis.alignment)
 ALIGNMENTS = ("none", "dis")
+# whether the light decoder carries a hidden state along the clip (models.oasis.propagation)
+PROPAGATIONS = ("none", "bidirectional")
 OBJECTIVES = ("one_step", "flow_matching")
 
 
@@ -59,6 +61,10 @@ class OASISConfig:
             first or last frame stands in.
         decoder_alignment: light decoder only: "none" (the neighbours as they are) or "dis"
             (warped onto frame t by DIS optical flow first; ``models.oasis.alignment``).
+        decoder_propagation: light decoder only: "none" or "bidirectional" (a hidden state
+            carried backward and forward over the temporal window, warped by DIS flow,
+            BasicVSR-style; ``models.oasis.propagation``). It starts as the identity, so weights
+            trained without it warm-start it.
         latent_std: light decoder only: the HR-minus-bicubic residual is divided by this so the
             flow-matching latent has roughly unit variance.
         temporal_window: frames the model sees jointly at inference; the video engine chunks
@@ -92,6 +98,7 @@ class OASISConfig:
     decoder_features: int = 0
     decoder_neighbors: int = 0
     decoder_alignment: str = "none"
+    decoder_propagation: str = "none"
     latent_std: float = 0.1
     temporal_window: int = 8
     routing: list[list[str]] | str | None = None
@@ -116,6 +123,10 @@ class OASISConfig:
             raise ValueError(f"decoder_alignment must be one of {ALIGNMENTS}, got {self.decoder_alignment!r}")
         if self.decoder_alignment != "none" and (self.decoder != "light" or not self.decoder_neighbors):
             raise ValueError("decoder_alignment needs the light decoder with decoder_neighbors > 0")
+        if self.decoder_propagation not in PROPAGATIONS:
+            raise ValueError(f"decoder_propagation must be one of {PROPAGATIONS}, got {self.decoder_propagation!r}")
+        if self.decoder_propagation != "none" and self.decoder != "light":
+            raise ValueError("decoder_propagation needs the light decoder")
         if self.decoder == "wan":
             if not self.wan_path:
                 raise ValueError("decoder='wan' needs wan_path (a local Wan2.1 diffusers folder)")

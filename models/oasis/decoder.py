@@ -21,7 +21,9 @@ side (early fusion: they see the sub-pixel motion between them, which 8x8-pixel 
 express), add bicubic (computed as a polyphase filter on the LR grid) and pixel-shuffle to HR as
 the very last step. With ``alignment="dis"`` the neighbours are first warped onto frame t by an
 optical flow (``models.oasis.alignment``), so that they add sub-pixel samples of the same scene
-points instead of displaced ones. A zero latent through an untrained decoder decodes to bicubic exactly.
+points instead of displaced ones. With ``propagation="bidirectional"`` a hidden state carries the
+features of every frame of the clip to every other, warped by DIS flows, half-way through
+the residual blocks (``models.oasis.propagation``). A zero latent through an untrained decoder decodes to bicubic exactly.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .alignment import aligned_neighbor_frames
-from .config import ALIGNMENTS
+from .alignment import aligned_neighbor_frames, neighbor_flows
+from .config import ALIGNMENTS, PROPAGATIONS
+from .propagation import BidirectionalPropagation
 
 
 def space_to_depth(clip: torch.Tensor, factor: int) -> torch.Tensor:
@@ -129,16 +132,21 @@ class LightDecoder(nn.Module):
     unclamped. All convolutions run at LR resolution (``channels`` wide, ``blocks`` residual
     blocks) on the HR clip in space-to-depth form ``(3*s*s, h, w)``; the pixel shuffle to HR is
     the last step. They read LR frame ``t`` with its ``neighbors`` on each side (``neighbor_frames``;
-    ``alignment="dis"``: warped onto frame ``t``, ``alignment.aligned_neighbor_frames``).
+    ``alignment="dis"``: warped onto frame ``t``, ``alignment.aligned_neighbor_frames``);
+    ``propagation="bidirectional"`` runs a ``propagation.BidirectionalPropagation`` over the clip
+    after the first ``blocks // 2`` blocks, warping by the alignment's DIS flows (computed for it
+    when ``alignment="none"``).
     """
 
     def __init__(
         self, scale: int, unshuffle: int, temporal_packing: int, channels: int, blocks: int, latent_std: float,
-        neighbors: int = 0, features: int = 0, alignment: str = "none",
+        neighbors: int = 0, features: int = 0, alignment: str = "none", propagation: str = "none",
     ):
         super().__init__()
         if alignment not in ALIGNMENTS:
             raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
+        if propagation not in PROPAGATIONS:
+            raise ValueError(f"propagation must be one of {PROPAGATIONS}, got {propagation!r}")
         self.alignment = alignment
         self.scale, self.unshuffle, self.temporal_packing = scale, unshuffle, temporal_packing
         self.latent_std, self.neighbors, self.features = latent_std, neighbors, features
@@ -146,6 +154,7 @@ class LightDecoder(nn.Module):
         self.register_buffer("bicubic", bicubic_kernel(scale).repeat(3, 1, 1, 1), persistent=False)
         self.conv_in = nn.Conv2d(3 * (2 * neighbors + 1) + self.pixel_channels, channels, 3, padding=1)
         self.body = nn.Sequential(*(ResidualBlock(channels) for _ in range(blocks)))
+        self.propagation = BidirectionalPropagation(channels) if propagation != "none" else None
         self.conv_out = nn.Conv2d(channels, s2, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
@@ -174,14 +183,27 @@ class LightDecoder(nn.Module):
     def decode(self, latent: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
         b, t = lr.shape[:2]
         lr = lr.to(latent.dtype)
-        stack = aligned_neighbor_frames if self.alignment == "dis" else neighbor_frames
-        context = stack(lr, self.neighbors).flatten(0, 1)  # (B*T, 3*(2r+1), h, w)
-        lr = lr.flatten(0, 1)
+        flows, r = None, self.neighbors  # flows[:, :, r -/+ 1]: frame t onto t-1 / t+1
+        if self.alignment == "dis":
+            flows = neighbor_flows(lr, r)  # (B, T, 2r+1, h, w, 2); r >= 1 (the config's rule)
+            context = aligned_neighbor_frames(lr, r, flows)
+        else:
+            context = neighbor_frames(lr, r)
+        context = context.flatten(0, 1)  # (B*T, 3*(2r+1), h, w)
         scale = 1.0 if self.features else self.latent_std
         pixels = depth_to_space(unpack_frames(latent * scale, self.temporal_packing), self.unshuffle)
         pixels = pixels.flatten(0, 1)  # (B*T, pixel_channels, h, w)
-        correction = self.conv_out(self.body(self.conv_in(torch.cat([context, pixels], dim=1))))
-        out = self.upsample(lr) + correction
+        x = self.conv_in(torch.cat([context, pixels], dim=1))
+        if self.propagation is None:
+            x = self.body(x)
+        else:
+            if flows is None:
+                flows, r = neighbor_flows(lr, 1), 1
+            half = len(self.body) // 2
+            x = self.body[:half](x).unflatten(0, (b, t))
+            x = self.propagation(x, flows[:, :, r + 1], flows[:, :, r - 1]).flatten(0, 1)
+            x = self.body[half:](x)
+        out = self.upsample(lr.flatten(0, 1)) + self.conv_out(x)
         if not self.features:
             out = out + pixels  # the residual latent is an HR estimate itself
         return F.pixel_shuffle(out, self.scale).unflatten(0, (b, t))

@@ -111,7 +111,7 @@ class OASISModule(VideoSRModule):
 
         self.net = build_network(network, wan_path)
         if init_checkpoint is not None:
-            self.net.load_state_dict(read_state_dict(init_checkpoint))
+            self.net.load_warm_start(read_state_dict(init_checkpoint))
         if objective == "flow_matching" and self.net.config.decoder_features:
             raise ValueError("decoder_features > 0 trains one_step only: a feature latent has no flow-matching target")
         self.net.config.objective = objective  # recorded in the model card: whether sample() is trained

@@ -86,7 +86,7 @@ class OASIS(nn.Module):
             self.codec = LightDecoder(
                 config.scale, config.unshuffle, config.temporal_packing,
                 config.decoder_channels, config.decoder_blocks, config.latent_std, config.decoder_neighbors,
-                config.decoder_features, config.decoder_alignment,
+                config.decoder_features, config.decoder_alignment, config.decoder_propagation,
             )
 
     @classmethod
@@ -108,6 +108,17 @@ class OASIS(nn.Module):
         if unexpected or set(missing) != {"patch_embedding.weight", "patch_embedding.bias"}:
             raise RuntimeError(f"Wan weight conversion out of step: missing {missing}, unexpected {unexpected}")
         return model
+
+    # parts that start as the identity: weights trained without them warm-start a network with them
+    IDENTITY_AT_INIT = ("codec.propagation.",)
+
+    def load_warm_start(self, state: dict[str, torch.Tensor]) -> None:
+        """Load ``state`` strictly, except that parts starting as the identity (``IDENTITY_AT_INIT``,
+        e.g. a ``decoder_propagation`` added to trained weights) may be missing and keep their init."""
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith(self.IDENTITY_AT_INIT)]
+        if missing or unexpected:
+            raise ValueError(f"the weights do not fit this network: missing {missing[:4]}, unexpected {unexpected[:4]}")
 
     def config_dict(self) -> dict:
         """The config as a plain dict, with the routing the attention layers use now."""

@@ -234,6 +234,26 @@ def test_rat_recipe_fit_export_and_use_in_restore_dicom(tmp_path, monkeypatch, c
     assert len(derived) == 3 and all(np.isfinite(d.pixel_array).all() for d in derived)
 
 
+def test_ct_degradation_adds_noise_texture_at_a_stated_sd():
+    from datasets.medical_data import Degradation
+
+    clean = np.full((64, 64), 40.0, np.float32)
+    clean[:, :8] = -1000.0
+    texture = Degradation("low_dose_ct", texture_hu=(10.0, 10.0), texture_fraction=1.0)
+    noise = (texture(clean, np.random.default_rng(0), 0.7) - clean)[:, 8:]
+    assert noise.dtype == np.float32 and abs(float(noise.std()) - 10.0) < 1.0
+    white = Degradation("low_dose_ct", gaussian_hu=(10.0, 10.0), gaussian_fraction=1.0)
+    white_noise = (white(clean, np.random.default_rng(0), 0.7) - clean)[:, 8:]
+
+    def neighbour_correlation(n: np.ndarray) -> float:
+        return float(np.corrcoef(n[:, :-1].ravel(), n[:, 1:].ravel())[0, 1])
+
+    # the FBP texture is correlated between neighbouring pixels (about 0.1 here), white noise is not
+    assert neighbour_correlation(noise) > 0.07 > abs(neighbour_correlation(white_noise))
+    with pytest.raises(ValueError, match="sum to at most 1"):
+        Degradation("low_dose_ct", gaussian_fraction=0.6, texture_fraction=0.6)
+
+
 def test_ct_degradation_mixes_gaussian_noise_and_reduced_dose():
     from datasets.medical_data import Degradation
 
