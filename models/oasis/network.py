@@ -109,14 +109,25 @@ class OASIS(nn.Module):
             raise RuntimeError(f"Wan weight conversion out of step: missing {missing}, unexpected {unexpected}")
         return model
 
-    # parts that start as the identity: weights trained without them warm-start a network with them
-    IDENTITY_AT_INIT = ("codec.propagation.",)
+    def _identity_at_init(self, state: dict[str, torch.Tensor]) -> tuple[str, ...]:
+        """Key prefixes of parts that start as the identity, so weights trained without them
+        warm-start this network unchanged: a ``decoder_propagation``, and light-decoder residual
+        blocks appended after the trained ones (each ends in a zero convolution). With propagation
+        the body is split at its middle, so appended blocks would move the split: they must fit."""
+        prefixes = ["codec.propagation."]
+        body = getattr(self.codec, "body", None)
+        if body is not None and getattr(self.codec, "propagation", None) is None:
+            trained = {int(k.split(".")[2]) for k in state if k.startswith("codec.body.")}
+            prefixes += [f"codec.body.{i}." for i in range(len(trained), len(body))]
+        return tuple(prefixes)
 
     def load_warm_start(self, state: dict[str, torch.Tensor]) -> None:
-        """Load ``state`` strictly, except that parts starting as the identity (``IDENTITY_AT_INIT``,
-        e.g. a ``decoder_propagation`` added to trained weights) may be missing and keep their init."""
+        """Load ``state`` strictly, except that parts starting as the identity (a
+        ``decoder_propagation``, or ``decoder_blocks`` added after the trained blocks of a decoder
+        without propagation) may be missing and keep their init: the network then computes what
+        the weights computed, and training goes on from there."""
         missing, unexpected = self.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith(self.IDENTITY_AT_INIT)]
+        missing = [k for k in missing if not k.startswith(self._identity_at_init(state))]
         if missing or unexpected:
             raise ValueError(f"the weights do not fit this network: missing {missing[:4]}, unexpected {unexpected[:4]}")
 

@@ -214,3 +214,25 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         grads.append([p.grad.clone() for p in model.transformer.parameters() if p.grad is not None])
     assert len(grads[0]) == len(grads[1]) > 10
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+
+
+def test_a_deeper_decoder_warm_starts_from_the_trained_blocks_and_computes_the_same():
+    config = dict(PRESETS["oasis-t"]["config"], decoder_neighbors=1)
+    torch.manual_seed(0)
+    trained = OASIS.from_config(config).eval()
+    with torch.no_grad():
+        for p in trained.codec.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    blocks = len(trained.codec.body)
+    deeper = OASIS.from_config(dict(config, decoder_blocks=blocks + 2)).eval()
+    deeper.load_warm_start(trained.state_dict())
+    clip = torch.rand(1, 3, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(deeper(clip), trained(clip), atol=1e-6)
+    # fewer blocks than trained: the extra trained blocks are refused, named
+    with pytest.raises(ValueError, match=f"unexpected .*codec.body.{blocks}"):
+        trained.load_warm_start(deeper.state_dict())
+    # with propagation the body is split at its middle, so added blocks would change the function
+    propagating = OASIS.from_config(dict(config, decoder_blocks=blocks + 2, decoder_propagation="bidirectional"))
+    with pytest.raises(ValueError, match="missing .*codec.body"):
+        propagating.load_warm_start(trained.state_dict())
