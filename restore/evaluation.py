@@ -263,6 +263,29 @@ def hu_bias(pred_hu: np.ndarray, clean_hu: np.ndarray, tissues: dict[str, tuple[
     return out
 
 
+def flat_tissue_phantom(size: int = 512) -> np.ndarray:
+    """A made-up CT slice ``(size, size)`` in HU whose tissue bands are wide and flat, for the
+    HU-bias check: an elliptic soft-tissue body (40 HU) with a bone rim (1000 HU) in air (-1000 HU)
+    holding discs of fat (-110, -90, -70 HU) and soft tissue (30, 60 HU) about a sixth of the slice
+    across, smoothed by 0.8 px.
+
+    Each band holds thousands of pixels over 6 px from its edge, so :func:`hu_bias` with
+    ``erosion=6`` measures a denoiser's offset and not its smoothing. On a patient slice a thin
+    band (a head's scalp fat: no pixel over 3 px from brighter skin and bone) mostly measures
+    partial-volume blur: a 1 px Gaussian blur of the clean slice alone reads about +10 HU there.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    y, x = np.mgrid[:size, :size] / size - 0.5
+    hu = np.full((size, size), -1000.0)
+    hu[(y / 0.43) ** 2 + (x / 0.47) ** 2 <= 1] = 1000.0
+    hu[(y / 0.40) ** 2 + (x / 0.44) ** 2 <= 1] = 40.0
+    discs = {(-0.19, -0.17): -110.0, (-0.19, 0.17): -90.0, (0.19, -0.17): -70.0, (0.19, 0.17): 30.0, (0.0, 0.0): 60.0}
+    for (cy, cx), value in discs.items():
+        hu[(y - cy) ** 2 + (x - cx) ** 2 <= 0.088**2] = value
+    return gaussian_filter(hu, 0.8).astype(np.float32)
+
+
 def periodic_peak(pred_hu: np.ndarray, clean_hu: np.ndarray, periods: Sequence[int] = (2, 4, 8, 16)) -> dict[str, float]:
     """Grid check: power of the error ``pred_hu - clean_hu`` at the frequency of each period (in
     pixels, along rows and columns: the spectrum of every row/column averaged) over the median

@@ -17,12 +17,17 @@ entry ``{"lo": ..., "hi": ...}`` in the slice's units:
 * RGB: ``[0, 255]``.
 
 The model works on a normalised copy; the result is mapped back without clamping a real value.
-When the copy is clipped (trained networks; every upscaler, whose output is an image in [0, 1]:
-the bicubic baseline clamps to it), pixels outside the window (metal, the 0.5 % brightest of a
-slice, air below -1024 HU) reach the model at the window's edge and come back with their original
-values; at scale > 1 what lies beyond the window is upscaled beside the model (bicubic, half-pixel
-centres, as the geometry of the derived image) and added to its output, so the full stored range
-survives. Otherwise the model sees values outside ``[lo, hi]`` as they are. Padding (the -2048 or
+When the copy is not clipped (the classical baselines), the model sees values outside ``[lo, hi]``
+as they are. When it is clipped (trained networks; every upscaler, whose output is an image in
+[0, 1]: the bicubic baseline clamps to it), pixels outside the window (metal, the 0.5 % brightest
+of a slice, values at or below -2000 HU) reach the model at the window's edge and come back with
+their original values; at scale > 1 what lies beyond the window is upscaled beside the model
+(bicubic, half-pixel centres, as the geometry of the derived image) and added to its output, so
+the full stored range survives. One exception for denoisers (scale 1): values between a noise
+floor and the window's floor (``Normalisation.noise_floor``; HU: ``(-2000, -1024)``) are not
+tissue but noise around air (nothing is below -1024 HU; at 10 % dose the noise SD reaches 330 HU),
+so they take the model's output like their neighbours: passed through, they came back as raw noise
+(air error 183 HU RMS, fat -10 HU at 10 % dose on the flat-tissue phantom, docs/BENCHMARKS.md). Padding (the -2048 or
 -3024 HU outside the scanner's field of view: PixelPaddingValue) is never spread: its pixels come
 back with their own values (at scale s, as s x s blocks) and their part beyond the window is not
 upscaled into their neighbours. The writer clips to what the original pixel representation can
@@ -63,19 +68,26 @@ REGION_METHODS = ("auto", "sam", "slic", "hu")
 @dataclass(frozen=True)
 class Normalisation:
     """``units -> [0, 1]`` by ``(v - lo) / (hi - lo)``; ``lo``/``hi`` None: per-slice percentiles;
-    ``clip``: the model gets values clipped to [0, 1] (see the module docstring for the rest)."""
+    ``clip``: the model gets values clipped to [0, 1]; ``noise_floor``: values in
+    ``(noise_floor, lo)`` are noise around the floor and take a denoiser's output, values at or
+    below it (out-of-field padding) come back unchanged (see the module docstring for the rest)."""
 
     lo: float | None = None
     hi: float | None = None
     percentiles: tuple[float, float] = (0.5, 99.5)
     clip: bool = False
+    noise_floor: float | None = None
 
     @classmethod
     def default(cls, units: str, card: dict | None = None, clip_hu: bool = True) -> "Normalisation":
         spec = (card or {}).get("normalization")
         if spec:
-            return cls(float(spec["lo"]), float(spec["hi"]), clip=bool(spec.get("clip", False)))
-        return {"HU": cls(-1024.0, 3071.0, clip=clip_hu), "RGB": cls(0.0, 255.0)}.get(units, cls())
+            floor = spec.get("noise_floor")
+            return cls(float(spec["lo"]), float(spec["hi"]), clip=bool(spec.get("clip", False)),
+                       noise_floor=None if floor is None else float(floor))
+        # -2000 HU: below air's noise even at 10 % dose, at or above the usual padding values
+        hu = cls(-1024.0, 3071.0, clip=clip_hu, noise_floor=-2000.0)
+        return {"HU": hu, "RGB": cls(0.0, 255.0)}.get(units, cls())
 
     def bounds(self, image: np.ndarray, padding: np.ndarray | None = None) -> tuple[float, float]:
         """``(lo, hi)`` for one slice ``(H, W[, C])``; percentiles leave ``padding`` (``(H, W)`` bool) out."""
@@ -176,6 +188,8 @@ class SliceProcessor:
             y = y[:, 0] if frames.ndim == 3 else np.moveaxis(y, 1, -1)
             y = (y.astype(np.float64) * span + lo).astype(np.float32)
             beyond = batch - batch_in  # float32 (N, H, W[, 3]): the part of each value outside the window
+            if norm.noise_floor is not None and self.scale == 1:
+                beyond[(batch < lo) & (batch > norm.noise_floor)] = 0.0
             if pad is not None:
                 beyond[pad] = 0.0
             if self.scale == 1:

@@ -159,3 +159,20 @@ def test_bm3d_reduces_noise_in_hu():  # bm3d comes with the bench extra, which `
     out = bm3d_denoise(noisy, 30.0)
     assert out.shape == clean.shape and out.dtype == np.float32
     assert ct_metrics(out, clean)["psnr"] > ct_metrics(noisy, clean)["psnr"] + 3
+
+
+def test_flat_tissue_phantom_measures_an_offset_and_not_blur():
+    from scipy.ndimage import gaussian_filter
+
+    from restore.evaluation import flat_tissue_phantom, hu_bias
+
+    clean = flat_tissue_phantom(256)
+    blurred = hu_bias(gaussian_filter(clean, 1.0), clean, erosion=6)
+    assert set(blurred) >= {"air", "fat", "soft tissue"}
+    assert max(abs(blurred["fat"]), abs(blurred["soft tissue"])) < 0.5  # smoothing leaves flat interiors alone
+    shifted = hu_bias(clean + 3.0, clean, erosion=6)
+    assert abs(shifted["fat"] - 3.0) < 1e-3 and abs(shifted["soft tissue"] - 3.0) < 1e-3
+    # a scalp: 5 px of fat between skin and bone; the same blur reads as a positive "bias"
+    scalp = np.full((64, 64), 40.0, np.float32)
+    scalp[:, 30:35], scalp[:, 35:40] = -100.0, 1000.0
+    assert hu_bias(gaussian_filter(scalp, 1.0), scalp, tissues={"fat": (-120.0, -60.0)}, erosion=2)["fat"] > 4

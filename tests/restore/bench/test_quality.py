@@ -175,6 +175,20 @@ def test_ct_suite_sweeps_doses_and_gaussian_noise_with_bias_grid_and_time():
     assert "| gaussian 10 HU | CT_small.dcm" in quality.markdown(results)
 
 
+def test_ct_bias_phantom_alone_is_a_ct_suite_with_wide_tissue_bands():
+    results = quality.run(_args("--suite", "ct", "--ct-bias-phantom", "--ct-models", "identity", "--no-bm3d",
+                                "--dose", "0.5", "--gaussian-hu", "20"))
+    for condition in ("dose 0.5", "gaussian 20 HU"):
+        (name, row), = results["ct"]["conditions"][condition]["slices"].items()
+        assert name == quality.PHANTOM_SLICE
+        bias = row["methods"]["identity"]["bias_hu"]
+        # zero-mean noise over thousands of interior pixels: no offset in fat or soft tissue
+        assert abs(bias["fat"]) < 2 and abs(bias["soft tissue"]) < 1
+    assert f"| gaussian 20 HU | {quality.PHANTOM_SLICE} | identity |" in quality.markdown(results)
+    with pytest.raises(SystemExit, match="--ct-bias-phantom"):
+        quality.run(_args("--suite", "ct"))
+
+
 def test_periodic_peak_finds_a_grid_and_not_white_noise():
     import numpy as np
 

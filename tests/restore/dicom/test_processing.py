@@ -84,6 +84,27 @@ def test_ct_model_sees_the_training_window_and_out_of_range_pixels_come_back_unc
     assert float(x[0, 0, 0, 0]) == 0.0  # -2048 HU reaches the model as -1024 HU
 
 
+def test_noise_below_the_hu_floor_takes_the_denoiser_output_and_padding_stays():
+    # at 10 % dose air's noise reaches well below -1024 HU: passed through, those pixels came back
+    # as raw noise (air 183 HU RMS on the flat-tissue phantom); padding far below stays unchanged
+    # (an upscaler keeps the stored range: test_sr_x2_keeps_ct_padding_as_padding_and_real_values...)
+    import torch
+    from torch import nn
+
+    class Flat(nn.Module):  # a "denoiser" that knows the answer: air everywhere
+        def forward(self, x):
+            return torch.full_like(x, 24.0 / 4095.0)  # -1000 HU in the [-1024, 3071] window
+
+    hu = np.full((1, 32, 32), -1000.0, np.float32)
+    hu[0, 8, 8:12] = [-1100.0, -1500.0, -1999.0, -1024.5]  # noise around air
+    hu[0, :4] = -2048.0  # out of field, PixelPaddingValue not declared
+    hu[0, 4, :4] = -2000.0  # GE-style padding value
+    hu[0, -1, -1] = 3500.0  # metal
+    out = SliceProcessor(Flat(), scale=1, config=ProcessingConfig(tile=32))(hu, "HU", "CT")
+    np.testing.assert_allclose(out[0, 8, 8:12], -1000.0, atol=1e-3)
+    assert (out[0, :4] == -2048.0).all() and (out[0, 4, :4] == -2000.0).all() and out[0, -1, -1] == 3500.0
+
+
 def test_networks_run_channels_last_on_cpu_with_the_output_of_the_plain_layout():
     import torch
 
