@@ -25,6 +25,18 @@ def charbonnier_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3
     return torch.sqrt((pred - target).pow(2) + eps * eps).mean()
 
 
+def temporal_difference_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Charbonnier between the frame-to-frame changes of two clips ``(B, T, C, H, W)`` -> scalar.
+
+    Compares ``pred[:, t+1] - pred[:, t]`` with ``target[:, t+1] - target[:, t]``: output that flickers
+    where the ground truth holds still (or holds still where it moves) costs here even when each frame
+    alone is as close to its target. ``T == 1`` gives 0.
+    """
+    if pred.shape[1] < 2:
+        return pred.new_zeros(())
+    return charbonnier_loss(pred.diff(dim=1), target.diff(dim=1), eps)
+
+
 def ssim_loss(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """``1 - SSIM`` averaged over images: ``(..., C, H, W)`` x2 -> scalar (see ``models.metrics.ssim``)."""
     return 1.0 - ssim(pred, target, data_range=data_range).mean()

@@ -6,7 +6,8 @@ tuples), floats in [0, 1].
 Objectives:
 
 * ``one_step``: the network's single forward pass at t* (``OASIS.restore``) against the HR clip:
-  Charbonnier + SSIM + frequency loss, plus a perceptual (VGG19) loss when a local checkpoint is
+  Charbonnier + SSIM + frequency loss, optionally a temporal-difference loss (frame-to-frame changes
+  against the HR clip's, against flicker), plus a perceptual (VGG19) loss when a local checkpoint is
   given, an adversarial loss (PatchGAN, non-saturating) when its weight is > 0, and an optional
   latent MSE against the encoded HR clip;
 * ``flow_matching``: the prior stage, rectified-flow velocity MSE at logit-normal sigmas;
@@ -24,7 +25,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..losses import PatchDiscriminator, PerceptualLoss, charbonnier_loss, frequency_loss, gan_loss, ssim_loss
+from ..losses import (PatchDiscriminator, PerceptualLoss, charbonnier_loss, frequency_loss, gan_loss, ssim_loss,
+                      temporal_difference_loss)
 from ..sr_module import VideoSRModule
 from ..weights import read_state_dict
 from . import PRESETS
@@ -58,6 +60,8 @@ class OASISModule(VideoSRModule):
             or ``.safetensors``), e.g. the flow-matching stage before ``one_step`` training.
         objective: ``"one_step"`` or ``"flow_matching"``.
         charbonnier_weight, ssim_weight, frequency_weight: pixel-loss weights (one_step).
+        temporal_weight: weight of ``temporal_difference_loss`` (one_step; 0: off): the output's
+            frame-to-frame changes against the HR clip's, which penalises flicker on still content.
         perceptual_weight, perceptual_checkpoint, perceptual_layers: VGG19 feature loss; needs a
             local torchvision ``vgg19`` state dict when the weight is > 0; layers and their
             weights default to ``PerceptualLoss``'s (its weights stay out of checkpoints).
@@ -83,6 +87,7 @@ class OASISModule(VideoSRModule):
         charbonnier_weight: float = 1.0,
         ssim_weight: float = 0.1,
         frequency_weight: float = 0.05,
+        temporal_weight: float = 0.0,
         perceptual_weight: float = 0.0,
         perceptual_checkpoint: str | None = None,
         perceptual_layers: dict[str, float] | None = None,
@@ -147,6 +152,7 @@ class OASISModule(VideoSRModule):
             "charbonnier": (hp.charbonnier_weight, lambda: charbonnier_loss(pred, hr)),
             "ssim": (hp.ssim_weight, lambda: ssim_loss(pred, hr)),
             "frequency": (hp.frequency_weight, lambda: frequency_loss(pred, hr)),
+            "temporal": (hp.temporal_weight, lambda: temporal_difference_loss(pred, hr)),
             "perceptual": (hp.perceptual_weight, lambda: self.perceptual(pred, hr)),
             "latent": (hp.latent_weight, lambda: F.mse_loss(latent.float(), self.net.encode_target(hr, lr).float())),
         }

@@ -12,6 +12,7 @@ from models.losses import (
     frequency_loss,
     gan_loss,
     ssim_loss,
+    temporal_difference_loss,
 )
 
 
@@ -26,6 +27,16 @@ def test_ssim_loss_zero_for_identical_and_positive_otherwise():
     x = torch.rand(1, 2, 3, 16, 16)  # a clip works too
     assert ssim_loss(x, x).item() == pytest.approx(0.0, abs=1e-6)
     assert ssim_loss(x, torch.rand_like(x)).item() > 0.5
+
+
+def test_temporal_difference_loss_penalises_flicker_not_a_steady_error():
+    still = torch.rand(1, 1, 3, 16, 16).expand(2, 6, 3, 16, 16)  # a clip that holds still
+    sign = torch.tensor([1.0, -1.0]).repeat(3).view(1, 6, 1, 1, 1)
+    steady, flicker = still + 0.1, still + 0.1 * sign  # the same error in every frame
+    assert charbonnier_loss(steady, still).item() == pytest.approx(charbonnier_loss(flicker, still).item())
+    assert temporal_difference_loss(steady, still).item() == pytest.approx(1e-3, abs=1e-6)
+    assert temporal_difference_loss(flicker, still).item() == pytest.approx(0.2, rel=1e-3)
+    assert temporal_difference_loss(flicker[:, :1], still[:, :1]).item() == 0.0
 
 
 def test_frequency_loss_penalises_blur_more_than_l1_does():

@@ -56,7 +56,8 @@ def tiny_vgg(path):
 @pytest.mark.parametrize("objective", ["one_step", "flow_matching"])
 def test_one_optimisation_step_per_objective(tmp_path, objective):
     torch.manual_seed(0)
-    module = OASISModule(network=PRESETS["oasis-t"]["config"], objective=objective, sample_steps=2, lr=1e-3)
+    module = OASISModule(network=PRESETS["oasis-t"]["config"], objective=objective, sample_steps=2, lr=1e-3,
+                         temporal_weight=0.5)
     before = snapshot(module.net)
     trainer(tmp_path).fit(module, loader(), loader())
     moved = changed(before, module.net)
@@ -66,6 +67,7 @@ def test_one_optimisation_step_per_objective(tmp_path, objective):
         assert "codec.conv_out.weight" in moved
     metrics = module.trainer.callback_metrics
     assert torch.isfinite(metrics["train/loss"])
+    assert ("train/temporal" in metrics) == (objective == "one_step")
     assert 0 < metrics["val/ssim_y"] <= 1 and metrics["val/psnr_y"] > 5
     assert (tmp_path / "samples" / "step0000001.png").is_file()
 
