@@ -67,16 +67,26 @@ def sr_metrics(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> tuple[float, f
 def super_resolve(model: nn.Module, lr: torch.Tensor, *, temporal: bool) -> torch.Tensor:
     """Run a video-SR model (registry convention) on ``lr`` ``(T, C, h, w)`` -> ``(T, C, s*h, s*w)``.
 
-    ``temporal=False`` feeds one frame per call (T = 1); ``temporal=True`` feeds consecutive
-    chunks of the model's ``temporal_window`` frames (the whole clip if it has none).
+    ``temporal=False`` feeds one frame per call (T = 1, ``restore upscale --chunk 1``);
+    ``temporal=True`` feeds the chunks ``restore upscale`` feeds by default: the model's
+    ``temporal_window`` frames (the whole clip if it has none), overlapping and cross-faded as
+    ``UpscaleOptions.chunk_plan`` plans them, so a model that flickers at chunk seams is measured
+    as a user sees it.
     """
+    from .engine import ChunkPlan, stream_chunks
+    from .jobs import UpscaleOptions
+
     device = next(iter(model.parameters()), torch.empty(0)).device
-    window = 1
+    plan = ChunkPlan(1)
     if temporal:
         context = int(getattr(model, "temporal_window", 0) or 0)
-        window = context if context > 1 else lr.shape[0]
-    chunks = [model(lr[i : i + window][None].to(device))[0].float().cpu() for i in range(0, lr.shape[0], window)]
-    return torch.cat(chunks)
+        plan = UpscaleOptions().chunk_plan(context) if context > 1 else ChunkPlan(lr.shape[0])
+
+    def process(frames: list[torch.Tensor]) -> torch.Tensor:
+        return model(torch.stack(frames)[None].to(device))[0].float().cpu()
+
+    chunks = stream_chunks(((frame, index) for index, frame in enumerate(lr)), plan, process)
+    return torch.cat([chunk.frames for chunk in chunks])
 
 
 class ImresizeBicubic(nn.Module):

@@ -78,21 +78,25 @@ def test_imresize_bicubic_differs_from_torch_default_but_keeps_constants():
     torch.testing.assert_close(ImresizeBicubic(4)(flat), torch.full((1, 1, 3, 32, 32), 0.3))
 
 
-def test_super_resolve_chunks_by_the_temporal_window():
+def test_super_resolve_chunks_as_restore_upscale_does():
+    """T=1 is one frame per call; the temporal mode runs the window in overlapping chunks
+    (a quarter of the window) cross-faded at the seams, as ``restore upscale`` does by default."""
     class Window(nn.Module):
-        temporal_window = 2
-
-        def __init__(self):
+        def __init__(self, window: int):
             super().__init__()
-            self.sizes = []
+            self.temporal_window, self.sizes = window, []
 
         def forward(self, x):
             self.sizes.append(x.shape[1])
-            return x
+            return x + len(self.sizes) - 1  # each call offset by its index: seams show in the output
 
-    model, clip = Window(), torch.rand(5, 3, 4, 4)
-    assert torch.equal(super_resolve(model, clip, temporal=True), clip)
-    assert model.sizes == [2, 2, 1]
+    clip = torch.zeros(5, 3, 4, 4)
+    model = Window(4)  # chunk 4, overlap 1: frames 0-3, then 3-4
+    out = super_resolve(model, clip, temporal=True)
+    assert model.sizes == [4, 2]
+    assert out[:, 0, 0, 0].tolist() == [0.0, 0.0, 0.0, 0.5, 1.0]  # frame 3 faded half-way
+    model = Window(2)  # a window too short for an overlap: plain chunks
+    assert torch.equal(super_resolve(model, clip, temporal=True)[:, 0, 0, 0], torch.tensor([0.0, 0, 1, 1, 2]))
     model.sizes.clear()
     super_resolve(model, clip, temporal=False)
     assert model.sizes == [1] * 5
