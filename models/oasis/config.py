@@ -65,6 +65,9 @@ class OASISConfig:
             carried backward and forward over the temporal window, warped by DIS flow,
             BasicVSR-style; ``models.oasis.propagation``). It starts as the identity, so weights
             trained without it warm-start it.
+        decoder_propagation_warmup: frames the propagation replays in reflection at each end of
+            the window, so that its states are not empty at the engine's chunk seams (a still
+            scene flickered there). No weights of its own: set it on trained weights too.
         latent_std: light decoder only: the HR-minus-bicubic residual is divided by this so the
             flow-matching latent has roughly unit variance.
         temporal_window: frames the model sees jointly at inference; the video engine chunks
@@ -99,6 +102,7 @@ class OASISConfig:
     decoder_neighbors: int = 0
     decoder_alignment: str = "none"
     decoder_propagation: str = "none"
+    decoder_propagation_warmup: int = 0
     latent_std: float = 0.1
     temporal_window: int = 8
     routing: list[list[str]] | str | None = None
@@ -127,6 +131,8 @@ class OASISConfig:
             raise ValueError(f"decoder_propagation must be one of {PROPAGATIONS}, got {self.decoder_propagation!r}")
         if self.decoder_propagation != "none" and self.decoder != "light":
             raise ValueError("decoder_propagation needs the light decoder")
+        if self.decoder_propagation_warmup < 0 or (self.decoder_propagation_warmup and self.decoder_propagation == "none"):
+            raise ValueError("decoder_propagation_warmup must be >= 0, and > 0 only with a decoder_propagation")
         if self.decoder == "wan":
             if not self.wan_path:
                 raise ValueError("decoder='wan' needs wan_path (a local Wan2.1 diffusers folder)")

@@ -135,12 +135,13 @@ class LightDecoder(nn.Module):
     ``alignment="dis"``: warped onto frame ``t``, ``alignment.aligned_neighbor_frames``);
     ``propagation="bidirectional"`` runs a ``propagation.BidirectionalPropagation`` over the clip
     after the first ``blocks // 2`` blocks, warping by the alignment's DIS flows (computed for it
-    when ``alignment="none"``).
+    when ``alignment="none"``), with ``propagation_warmup`` reflected frames at the clip's ends.
     """
 
     def __init__(
         self, scale: int, unshuffle: int, temporal_packing: int, channels: int, blocks: int, latent_std: float,
         neighbors: int = 0, features: int = 0, alignment: str = "none", propagation: str = "none",
+        propagation_warmup: int = 0,
     ):
         super().__init__()
         if alignment not in ALIGNMENTS:
@@ -154,7 +155,7 @@ class LightDecoder(nn.Module):
         self.register_buffer("bicubic", bicubic_kernel(scale).repeat(3, 1, 1, 1), persistent=False)
         self.conv_in = nn.Conv2d(3 * (2 * neighbors + 1) + self.pixel_channels, channels, 3, padding=1)
         self.body = nn.Sequential(*(ResidualBlock(channels) for _ in range(blocks)))
-        self.propagation = BidirectionalPropagation(channels) if propagation != "none" else None
+        self.propagation = BidirectionalPropagation(channels, propagation_warmup) if propagation != "none" else None
         self.conv_out = nn.Conv2d(channels, s2, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)

@@ -87,6 +87,7 @@ class OASIS(nn.Module):
                 config.scale, config.unshuffle, config.temporal_packing,
                 config.decoder_channels, config.decoder_blocks, config.latent_std, config.decoder_neighbors,
                 config.decoder_features, config.decoder_alignment, config.decoder_propagation,
+                config.decoder_propagation_warmup,
             )
 
     @classmethod

@@ -13,6 +13,12 @@ costs more, and a feature map has no fine texture to keep) and adds a fusion of 
 current features. The fusions' last convolutions start at zero: an untrained propagation is the
 identity, so weights trained without it load and decode exactly as before (a warm start). The window is the
 engine's chunk: the state does not cross chunks, whose overlaps the engine cross-fades.
+
+At a chunk's ends one of the two states is empty, so a still scene decodes differently there than
+in the middle: the output flickers at every seam. ``warmup`` frames replayed in reflection at each
+end (frames ``w .. 1`` before frame 0, as in EDVR's reflection padding of frame indices) give both
+states a history there; they reuse the features and flows already computed, so they cost only
+recurrent steps, not decoder blocks.
 """
 
 from __future__ import annotations
@@ -48,20 +54,32 @@ class BidirectionalPropagation(nn.Module):
     ``to_previous`` ``(B, T, h, w, 2)``, the flow (LR pixels, ``(dx, dy)``) from frame ``t`` to
     frame ``t+1`` and ``t-1`` (``alignment.neighbor_flows``; entries beyond the clip's ends are
     not read) -> ``(B, T, C, h, w)``. Output frame ``t`` depends on every frame of the clip.
+    ``warmup``: frames replayed in reflection before the first and after the last (at most
+    ``T - 1``); 0 starts each pass on the end frame's own features.
     """
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, warmup: int = 0):
         super().__init__()
+        if warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {warmup}")
+        self.warmup = warmup
         self.backward_fusion = _Fusion(channels)
         self.forward_fusion = _Fusion(channels)
 
     def forward(self, features: torch.Tensor, to_next: torch.Tensor, to_previous: torch.Tensor) -> torch.Tensor:
         t = features.shape[1]
-        backward = [features[:, -1]]
-        for i in range(t - 2, -1, -1):
-            backward.append(self.backward_fusion(features[:, i], warp(backward[-1], to_next[:, i], mode="bilinear")))
+        w = min(self.warmup, t - 1)
+        frames = [*range(w, 0, -1), *range(t), *range(t - 2, t - 2 - w, -1)]  # e.g. 2 1 | 0 .. T-1 | T-2 T-3
+
+        def flow(i: int, j: int) -> torch.Tensor:
+            """Flow from frame ``frames[i]`` to its neighbour ``frames[j]`` (``|i - j| == 1``)."""
+            return (to_next if frames[j] > frames[i] else to_previous)[:, frames[i]]
+
+        backward = [features[:, frames[-1]]]
+        for i in range(len(frames) - 2, -1, -1):
+            backward.append(self.backward_fusion(features[:, frames[i]], warp(backward[-1], flow(i, i + 1), mode="bilinear")))
         backward.reverse()
         out = [backward[0]]
-        for i in range(1, t):
-            out.append(self.forward_fusion(backward[i], warp(out[-1], to_previous[:, i], mode="bilinear")))
-        return torch.stack(out, dim=1)
+        for i in range(1, len(frames)):
+            out.append(self.forward_fusion(backward[i], warp(out[-1], flow(i, i - 1), mode="bilinear")))
+        return torch.stack(out[w : w + t], dim=1)

@@ -72,3 +72,47 @@ def test_module_init_checkpoint_warm_starts_a_propagating_network(tmp_path):
 def test_config_refuses_propagation_it_cannot_run(overrides, message):
     with pytest.raises(ValueError, match=message):
         OASISConfig.from_dict(dict(PRESETS["oasis-t"]["config"], **overrides))
+
+
+def _flows_of(frames: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, frames, 6, 6, 2, generator=g), torch.randn(1, frames, 6, 6, 2, generator=g)
+
+
+@pytest.mark.parametrize("warmup", [1, 2, 5])
+def test_warmup_is_the_plain_propagation_over_the_clip_replayed_in_reflection(warmup):
+    """Warm-up frames w..1 before frame 0 and T-2..T-1-w after frame T-1, with the flows between
+    them: the same as propagating an explicitly reflected clip and keeping its middle."""
+    from models.oasis.propagation import BidirectionalPropagation
+
+    torch.manual_seed(0)
+    plain = BidirectionalPropagation(4)
+    with torch.no_grad():
+        for p in plain.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    warm = BidirectionalPropagation(4, warmup)
+    warm.load_state_dict(plain.state_dict())
+    t = 4
+    features = torch.randn(1, t, 4, 6, 6)
+    to_next, to_previous = _flows_of(t, seed=1)
+    w = min(warmup, t - 1)  # a warm-up longer than the clip replays the whole clip
+    order = [*range(w, 0, -1), *range(t), *range(t - 2, t - 2 - w, -1)]
+    # in the reflected clip, "next" of a replayed frame before 0 is its previous in the clip, and so on
+    n = len(order)
+    reflected_next = torch.stack([(to_next if order[i + 1] > order[i] else to_previous)[:, order[i]] if i + 1 < n
+                                  else torch.zeros(1, 6, 6, 2) for i in range(n)], 1)
+    reflected_previous = torch.stack([(to_next if order[i - 1] > order[i] else to_previous)[:, order[i]] if i > 0
+                                      else torch.zeros(1, 6, 6, 2) for i in range(n)], 1)
+    with torch.no_grad():
+        expected = plain(features[:, order], reflected_next, reflected_previous)[:, w : w + t]
+        torch.testing.assert_close(warm(features, to_next, to_previous), expected)
+        assert not torch.allclose(warm(features, to_next, to_previous), plain(features, to_next, to_previous))
+        one = features[:, :1]
+        torch.testing.assert_close(warm(one, to_next[:, :1], to_previous[:, :1]), one)  # nothing to replay
+
+
+def test_warmup_config_needs_a_propagation():
+    OASISConfig.from_dict(dict(PRESETS["oasis-t"]["config"], decoder_propagation="bidirectional",
+                               decoder_propagation_warmup=2))
+    with pytest.raises(ValueError, match="decoder_propagation_warmup"):
+        OASISConfig.from_dict(dict(PRESETS["oasis-t"]["config"], decoder_propagation_warmup=2))
