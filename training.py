@@ -184,6 +184,17 @@ class RestoreCLI(LightningCLI):
         return trainer
 
 
+def _config_override(text: str) -> tuple[str, object]:
+    """``FIELD=VALUE`` with VALUE in JSON (a bare word is a string) -> (field, value)."""
+    field, sep, value = text.partition("=")
+    if not sep or not field:
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
+    try:
+        return field, json.loads(value)
+    except ValueError:
+        return field, value
+
+
 def _export(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="restore train export", description="write weights + model card")
     parser.add_argument("--ckpt", required=True, help="Lightning checkpoint saved by `restore train fit`")
@@ -200,10 +211,13 @@ def _export(argv: Sequence[str]) -> int:
     parser.add_argument("--routing-note", metavar="TEXT", help="how the routing was calibrated (clips, thresholds)")
     parser.add_argument("--tile", type=int, metavar="PX", help="largest sliding window restore dicom runs the model "
                         "in (the card's tile; RAT: near its training patch)")
+    parser.add_argument("--set", metavar="FIELD=VALUE", action="append", default=[], type=_config_override,
+                        help="network config field to set in the card, VALUE in JSON (repeatable); only fields "
+                        "that run the trained weights differently, e.g. decoder_propagation_warmup=2")
     args = parser.parse_args(list(argv))
     card = export_checkpoint(args.ckpt, args.out, name=args.name, task=args.task, data=args.data,
                              benchmarks=args.benchmarks, default=args.default, routing=args.routing,
-                             routing_note=args.routing_note, tile=args.tile)
+                             routing_note=args.routing_note, tile=args.tile, overrides=dict(args.set))
     print(f"wrote {args.out} and {card}")
     return 0
 

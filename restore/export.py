@@ -17,7 +17,7 @@ import torch
 
 from .atomic import atomic_path
 from .errors import InputError, OptionError, OutputError
-from models.families import FAMILIES, presets
+from models.families import FAMILIES, network_class, presets
 
 from .registry import sha256_of
 
@@ -73,10 +73,30 @@ def _calibrated_routing(path: Path, config: dict, note: str | None) -> tuple[dic
                     "heads": totals, "note": note}
 
 
+def _overridden_config(architecture: str, config: dict, overrides: dict, state: dict, path: Path) -> dict:
+    """``config`` with ``overrides``, refused unless the network they build has exactly the
+    checkpoint's weights (same names and shapes): an override may change how trained weights run
+    (e.g. OASIS ``decoder_propagation_warmup``), never which weights there are."""
+    unknown = set(overrides) - set(config)
+    if unknown:
+        raise OptionError(None, f"--set: {', '.join(sorted(unknown))} not in the {architecture} config "
+                                f"(known: {', '.join(sorted(config))})")
+    config = {**config, **overrides}
+    try:
+        with torch.device("meta"):  # shapes only: no memory, even at 1.3B parameters
+            built = network_class(architecture).from_config(dict(config)).state_dict()
+    except (TypeError, ValueError) as exc:
+        raise OptionError(None, f"--set: {exc}") from None
+    if {k: tuple(v.shape) for k, v in built.items()} != {k: tuple(v.shape) for k, v in state.items()}:
+        raise InputError(path, f"--set {', '.join(sorted(overrides))} changes the network's weights: "
+                               "only settings that run the trained weights differently can be set at export")
+    return config
+
+
 def export_checkpoint(ckpt: str | Path, out: str | Path, *, name: str | None = None, task: str | None = None,
                       data: str | None = None, benchmarks: list[str | Path] = (), default: bool = False,
                       routing: str | Path | None = None, routing_note: str | None = None,
-                      tile: int | None = None) -> Path:
+                      tile: int | None = None, overrides: dict | None = None) -> Path:
     """Write ``out`` (``.safetensors``) with the network weights of ``ckpt`` and the card beside it -> card path.
 
     ``name`` defaults to the stem of ``out``; ``task`` to the task of the preset the run started
@@ -87,7 +107,9 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, *, name: str | None = N
     ``restore calibrate-heads`` whose head groups replace the trained ones in the card's config
     (OASIS), recorded with ``routing_note`` (which clips, which thresholds) under ``routing``;
     ``tile``: the card's ``"tile"``, the largest sliding window (pixels) ``restore dicom`` runs the
-    model in (RAT: near its training patch, see ``restore.dicom.processing.SliceProcessor``).
+    model in (RAT: near its training patch, see ``restore.dicom.processing.SliceProcessor``);
+    ``overrides``: network config fields set at export, recorded under ``overrides``; only those
+    that change how the trained weights run, not which weights there are (checked).
     """
     if tile is not None and tile < 8:
         raise OptionError(None, f"--tile must be at least 8 pixels, got {tile}")
@@ -109,6 +131,8 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, *, name: str | None = N
     task = task or _default_task(info["architecture"], info.get("preset"), ckpt)  # before anything is written
     bench = _read_benchmarks(list(benchmarks))
     config, routing_record = info["config"], None
+    if overrides:
+        config = _overridden_config(info["architecture"], config, overrides, state, ckpt)
     if routing is not None:
         config, routing_record = _calibrated_routing(Path(routing), config, routing_note)
 
@@ -144,6 +168,8 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, *, name: str | None = N
         card["routing"] = routing_record
     if tile is not None:
         card["tile"] = int(tile)
+    if overrides:
+        card["overrides"] = dict(overrides)
     card_path = out.with_suffix(".json")
     _write_atomically(card_path, lambda tmp: tmp.write_text(json.dumps(card, indent=2) + "\n"))
     return card_path

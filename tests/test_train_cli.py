@@ -172,8 +172,10 @@ def test_checkpoint_resume_and_export(tmp_path, monkeypatch):
     bench.write_text('{"images": {"set5_x4": {"models": {}}}}')
     newest = max(tmp_path.rglob("last.ckpt"), key=lambda p: p.stat().st_mtime_ns)  # the resumed run's
     assert train_main(["export", "--ckpt", str(newest), "--out", str(out),
-                       "--data", "synthetic clips", "--benchmarks", str(bench), "--default"]) == 0
+                       "--data", "synthetic clips", "--benchmarks", str(bench), "--default",
+                       "--set", "temporal_window=6"]) == 0
     card = read_card(out.with_suffix(".json"))
+    assert card["overrides"] == {"temporal_window": 6} and card["config"]["temporal_window"] == 6
     training = card["training"]
     assert training["data"] == "synthetic clips" and training["hardware"].startswith("CPU ")
     assert training["wall_time_s"] > 0 and card["default"] is True

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from models.rat import PRESETS, RAT
-from restore.errors import InputError
+from restore.errors import InputError, OptionError
 from restore.export import CARD_KEY, export_checkpoint
 
 
@@ -73,3 +73,38 @@ def test_routing_of_another_shape_is_refused(tmp_path):
     RoutingTable([["window"] * 3] * 2).save(routing)
     with pytest.raises(InputError, match="does not fit"):
         export_checkpoint(_oasis_checkpoint(tmp_path / "last.ckpt"), tmp_path / "o.safetensors", routing=routing)
+
+
+def _propagating_oasis_checkpoint(path):
+    from models.oasis import OASIS
+    from models.oasis import PRESETS as OASIS_PRESETS
+
+    net = OASIS.from_config(dict(OASIS_PRESETS["oasis-t"]["config"], decoder_propagation="bidirectional"))
+    card = {"architecture": "oasis", "config": net.config_dict(), "scale": 4, "preset": None, "metrics": {}}
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}, CARD_KEY: card}, path)
+    return path
+
+
+def test_overrides_set_how_the_weights_run_and_are_recorded(tmp_path):
+    from models.oasis.propagation import BidirectionalPropagation
+    from restore.registry import load_model
+
+    out = tmp_path / "oasis-t-x4.safetensors"
+    ckpt = _propagating_oasis_checkpoint(tmp_path / "last.ckpt")
+    card = json.loads(export_checkpoint(ckpt, out, overrides={"decoder_propagation_warmup": 2}).read_text())
+    assert card["config"]["decoder_propagation_warmup"] == 2
+    assert card["overrides"] == {"decoder_propagation_warmup": 2}
+    model = load_model("oasis-t", weights=out)
+    assert [m.warmup for m in model.modules() if isinstance(m, BidirectionalPropagation)] == [2]
+
+
+@pytest.mark.parametrize("overrides, error, message", [
+    ({"decoder_blocks": 4}, InputError, "changes the network's weights"),  # more weights than trained
+    ({"no_such_field": 1}, OptionError, "not in the oasis config"),
+    ({"decoder_propagation_warmup": -1}, OptionError, "decoder_propagation_warmup"),
+])
+def test_overrides_that_change_the_weights_or_do_not_exist_are_refused(tmp_path, overrides, error, message):
+    out = tmp_path / "out" / "o.safetensors"
+    with pytest.raises(error, match=message):
+        export_checkpoint(_propagating_oasis_checkpoint(tmp_path / "last.ckpt"), out, overrides=overrides)
+    assert not out.parent.exists()
