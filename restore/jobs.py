@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from models.ensemble import SelfEnsemble
+
 from .autotile import video_tile
 from .devices import PRECISIONS, resolve_device, resolve_precision
 from .engine import ChunkPlan, FrameRunner, TilePlan
@@ -53,6 +55,8 @@ class UpscaleOptions:
     tile: int | None = option(None, "LR tile side in pixels (default: the fastest of a few timed on the first chunk, within --max-pixels; 0: never tile)")
     tile_overlap: int = option(16, "LR pixels shared by neighbouring tiles")
     max_pixels: int = option(DEFAULT_MAX_PIXELS, "LR pixels per model call before tiling (frames x H x W)")
+    self_ensemble: bool = option(False, "average the model over the 8 flips and rotations of each chunk: "
+                                 "a little sharper (Set5 x4 +0.1 dB), 8x the time")
     codec: str = option("libx264", "png: a folder of frames", choices=VIDEO_CODECS)
     crf: int | None = option(None, "constant rate factor (libx264/libx265; lower is better quality)")
     preset: str | None = option(None, "encoder preset, e.g. veryfast, medium, slow")
@@ -157,6 +161,8 @@ def prepare_model(opts: UpscaleOptions, device: torch.device | None = None) -> L
     device = device or resolve_device(opts.device)
     dtype = resolve_precision(opts.precision, device)
     model = load_model(opts.model, opts.weights, scale=opts.scale, device=device, dtype=dtype)
+    if opts.self_ensemble:
+        model = SelfEnsemble(model)
     if int(model.scale) != opts.scale:
         raise ModelError(opts.weights, f"model {opts.model!r} upscales x{model.scale}, but --scale {opts.scale} was asked for")
     plan = opts.chunk_plan(int(getattr(model, "temporal_window", 1)))
@@ -201,6 +207,7 @@ def _fingerprint(src: Path, model: LoadedModel, opts: UpscaleOptions, tile: int)
         "tile": tile,
         "tile_overlap": opts.tile_overlap,
         "max_pixels": opts.max_pixels,
+        "self_ensemble": opts.self_ensemble,
         "precision": str(model.runner.dtype),
         "codec": opts.codec,
         "crf": opts.crf,

@@ -79,6 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-bm3d", action="store_true", help="skip BM3D (slow: ~5 runs per slice)")
     parser.add_argument("--speed-size", default="480x270", help="LR size WxH of the speed suite")
     parser.add_argument("--speed-frames", type=int, default=4)
+    parser.add_argument("--self-ensemble", action="store_true",
+                        help="set5, set14, video: run every SR model as its 8-transform self-ensemble (the papers' '+' rows; 8x the time)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", metavar="PATH.png", help="speed (x, log) vs Set5 PSNR (y) scatter")
@@ -90,7 +92,8 @@ def run(args: argparse.Namespace) -> dict:
     if unknown:
         raise SystemExit(f"unknown suite(s) {', '.join(sorted(unknown))} (known: {', '.join(SUITES)})")
     weights = _parse_weights(args.weights)
-    results: dict = {"settings": {"suites": suites, "models": _split(args.models), "weights": weights}}
+    results: dict = {"settings": {"suites": suites, "models": _split(args.models), "weights": weights,
+                                  "self_ensemble": args.self_ensemble}}
     for scale in (int(s) for s in _split(args.scales)):
         for name in ("set5", "set14"):
             if name in suites:
@@ -156,19 +159,22 @@ def same_config(architecture: str, a: dict, b: dict) -> bool:
     return a == b or build_model(architecture, a).config_dict() == build_model(architecture, b).config_dict()
 
 
-def _load_sr(label: str, weights: dict[str, str], scale: int, device):
-    """-> model, or None when its weights are fixed at another scale."""
+def _load_sr(label: str, weights: dict[str, str], scale: int, device, self_ensemble: bool = False):
+    """-> model (its :class:`~models.ensemble.SelfEnsemble` if asked), or None when its weights are
+    fixed at another scale."""
+    from models.ensemble import SelfEnsemble
     from restore.errors import ModelError
     from restore.registry import get_entry, load_model
 
     name = registry_name(label, weights)
     has_scale = "scale" in get_entry(name).config
     try:
-        return load_model(name, weights.get(label), scale=scale if has_scale else None, device=device)
+        model = load_model(name, weights.get(label), scale=scale if has_scale else None, device=device)
     except ModelError as exc:
         if "but --scale" in exc.cause:
             return None
         raise
+    return SelfEnsemble(model) if self_ensemble else model
 
 
 def _device(args):
@@ -200,7 +206,7 @@ def _image_suite(args, name: str, scale: int, weights: dict[str, str]) -> dict:
     device = _device(args)
     rows = {}
     for label in [IMRESIZE, *_split(args.models)]:
-        model = ImresizeBicubic(scale) if label == IMRESIZE else _load_sr(label, weights, scale, device)
+        model = ImresizeBicubic(scale) if label == IMRESIZE else _load_sr(label, weights, scale, device, args.self_ensemble)
         if model is None:
             rows[label] = {"skipped": f"weights are not x{scale}"}
             continue
@@ -262,7 +268,7 @@ def _video_suite(args, weights: dict[str, str]) -> dict:
     device = _device(args)
     clips = {name: mod_crop(clip, scale) for name, clip in _read_clips(args).items()}
     out = {"scale": scale, "clips": {}}
-    models = {label: _load_sr(label, weights, scale, device) for label in _split(args.models)}
+    models = {label: _load_sr(label, weights, scale, device, args.self_ensemble) for label in _split(args.models)}
     for clip_name, hr in clips.items():
         row = {"frames": hr.shape[0], "size": f"{hr.shape[-1]}x{hr.shape[-2]}",
                "ground_truth_warp_error": _significant(warping_error(hr, hr)), "models": {}}

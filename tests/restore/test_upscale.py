@@ -112,6 +112,27 @@ def test_a_temporal_model_with_user_weights_runs_through_the_chunked_pipeline(cl
     assert len(decoded_frames(out)) == 20 and audio_packets(out) == audio_packets(clip)
 
 
+def test_self_ensemble_runs_the_model_in_eight_orientations(clip, tmp_path):
+    import cv2
+    import torch
+    from safetensors.torch import save_file
+
+    from restore.registry import build_model, get_entry
+
+    torch.manual_seed(0)
+    weights = tmp_path / "oasis-t.safetensors"
+    # perturbed: the random model's zero-initialised output layers would make it equivariant to flips
+    state = {k: v + 0.05 * torch.randn_like(v) for k, v in build_model("oasis", get_entry("oasis-t").config).state_dict().items()}
+    save_file(state, str(weights))
+    common = [str(clip), "--model", "oasis-t", "--weights", str(weights), "--codec", "png", "-q"]
+    assert cli.main(["upscale", *common, "-o", str(tmp_path / "plain")]) == 0
+    assert cli.main(["upscale", *common, "-o", str(tmp_path / "plus"), "--self-ensemble"]) == 0
+    plain, plus = (sorted((tmp_path / name).glob("*.png")) for name in ("plain", "plus"))
+    assert len(plain) == len(plus) == 20
+    a, b = (cv2.imread(str(path)) for path in (plain[5], plus[5]))
+    assert a.shape == b.shape == (128, 192, 3) and (a != b).any()
+
+
 @pytest.mark.parametrize("deep", [False, True])
 def test_images_keep_their_bit_depth(tmp_path, deep):
     import cv2

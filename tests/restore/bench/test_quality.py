@@ -200,3 +200,24 @@ def test_periodic_peak_finds_a_grid_and_not_white_noise():
     assert max(periodic_peak(noise, clean).values()) < 2
     grid = noise + 10.0 * np.cos(np.pi / 2 * np.arange(128))[None, :]  # a 4-pixel period along x
     assert periodic_peak(grid, clean)["4"] > 10
+
+
+def test_self_ensemble_is_recorded_and_changes_a_models_numbers(data_root, tiny_weights, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from restore.registry import sha256_of
+
+    # the random model's zero-initialised output layers make it equivariant to flips: perturb them
+    torch.manual_seed(1)
+    state = {k: v + 0.05 * torch.randn_like(v) for k, v in load_file(str(tiny_weights)).items()}
+    weights = tmp_path / "perturbed.safetensors"
+    save_file(state, str(weights))
+    card = json.loads(tiny_weights.with_suffix(".json").read_text())
+    weights.with_suffix(".json").write_text(json.dumps({**card, "weights": weights.name, "sha256": sha256_of(weights)}))
+    argv = ("--suite", "set5", "--models", "tiny", "--weights", f"tiny={weights}", "--data-root", str(data_root))
+    plain, plus = quality.run(_args(*argv)), quality.run(_args(*argv, "--self-ensemble"))
+    assert (plain["settings"]["self_ensemble"], plus["settings"]["self_ensemble"]) == (False, True)
+    rows = [r["images"]["set5_x4"]["models"]["tiny"]["per_image"]["img0"]["psnr"] for r in (plain, plus)]
+    assert rows[0] != rows[1]
+    # the MATLAB-bicubic check row is never ensembled
+    assert plain["images"]["set5_x4"]["models"][quality.IMRESIZE] == plus["images"]["set5_x4"]["models"][quality.IMRESIZE]
