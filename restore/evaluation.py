@@ -261,6 +261,19 @@ def hu_bias(pred_hu: np.ndarray, clean_hu: np.ndarray, tissues: dict[str, tuple[
             erosion: int = 2) -> dict[str, float]:
     """Mean error (HU) of ``pred_hu - clean_hu`` over each tissue band of the clean slice, eroded
     by ``erosion`` pixels (partial-volume edges excluded); bands with under 50 pixels are left out."""
+    return _per_band(pred_hu - clean_hu, clean_hu, tissues, erosion, np.mean)
+
+
+def hu_band_rmse(pred_hu: np.ndarray, clean_hu: np.ndarray, tissues: dict[str, tuple[float, float]] = CT_TISSUES_HU,
+                 erosion: int = 0) -> dict[str, float]:
+    """RMS error (HU) of ``pred_hu`` over each tissue band of the clean slice, edges included by
+    default: the per-region error a focal region loss weighs (``hu_bias`` is its mean part)."""
+    return _per_band(pred_hu - clean_hu, clean_hu, tissues, erosion, lambda e: np.sqrt(np.mean(np.square(e))))
+
+
+def _per_band(error: np.ndarray, clean_hu: np.ndarray, tissues: dict[str, tuple[float, float]], erosion: int,
+              reduce) -> dict[str, float]:
+    """``reduce(error[band])`` per tissue band of ``clean_hu`` (eroded by ``erosion`` px; >= 50 pixels)."""
     from scipy.ndimage import binary_erosion
 
     out = {}
@@ -269,7 +282,7 @@ def hu_bias(pred_hu: np.ndarray, clean_hu: np.ndarray, tissues: dict[str, tuple[
         if erosion:
             mask = binary_erosion(mask, iterations=erosion)
         if mask.sum() >= 50:
-            out[name] = float((pred_hu - clean_hu)[mask].mean())
+            out[name] = float(reduce(error[mask]))
     return out
 
 

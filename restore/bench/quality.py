@@ -14,7 +14,7 @@ Suites (``--suite``, comma-separated):
   same texture scaled to that SD over the body) and white Gaussian noise (``--gaussian-hu``, a list); the noisy
   input, ``--ct-models`` (``nlm``, RAT weights...) and BM3D with its sigma tuned against the clean
   slice (an oracle: its best case), in the [-160, 240] HU window, with each method's mean HU error
-  per tissue (``restore.evaluation.hu_bias``), its error spectrum's peaks at 2-16 pixel periods
+  per tissue (``restore.evaluation.hu_bias``) and RMS error per tissue (``hu_band_rmse``), its error spectrum's peaks at 2-16 pixel periods
   (``periodic_peak``: ~1 for white noise) and its seconds per slice;
 * ``mr``: slices of ``--mr`` DICOM paths (MR series) with Rician noise of ``--rician`` (a list of
   fractions of each slice's 99.5th percentile, ``models.mr_noise``); the noisy input and
@@ -335,8 +335,8 @@ def _ct_suite(args, weights: dict[str, str]) -> dict:
     import numpy as np
 
     from models.ct_dose import simulate_ct_noise, simulate_low_dose_ct
-    from restore.evaluation import (CT_WINDOW_HU, bm3d_denoise, ct_metrics, flat_tissue_phantom, hu_bias, periodic_peak,
-                                    sweep, tune_on_clean)
+    from restore.evaluation import (CT_WINDOW_HU, bm3d_denoise, ct_metrics, flat_tissue_phantom, hu_band_rmse, hu_bias,
+                                    periodic_peak, sweep, tune_on_clean)
 
     if not args.ct and not args.ct_bias_phantom:
         raise SystemExit("the ct suite needs --ct PATH [PATH ...] (DICOM files or folders) or --ct-bias-phantom")
@@ -355,6 +355,7 @@ def _ct_suite(args, weights: dict[str, str]) -> dict:
         m = ct_metrics(out_hu, clean)
         m["psnr"], m["ssim"] = round(m["psnr"], 2), round(m["ssim"], 4)
         m["bias_hu"] = {k: round(v, 2) for k, v in hu_bias(out_hu, clean, erosion=erosion.get(slice_name, 2)).items()}
+        m["rmse_hu"] = {k: round(v, 2) for k, v in hu_band_rmse(out_hu, clean).items()}
         m["periodic_peak"] = {k: round(v, 2) for k, v in periodic_peak(out_hu, clean).items()}
         if seconds is not None:
             m["seconds"] = round(seconds, 3)

@@ -180,3 +180,17 @@ def test_flat_tissue_phantom_measures_an_offset_and_not_blur():
     scalp = np.full((64, 64), 40.0, np.float32)
     scalp[:, 30:35], scalp[:, 35:40] = -100.0, 1000.0
     assert hu_bias(gaussian_filter(scalp, 1.0), scalp, tissues={"fat": (-120.0, -60.0)}, erosion=2)["fat"] > 4
+
+
+def test_band_rmse_counts_noise_that_the_mean_error_hides():
+    from restore.evaluation import flat_tissue_phantom, hu_band_rmse, hu_bias
+
+    clean = flat_tissue_phantom(128)
+    noisy = clean + np.random.default_rng(0).normal(0.0, 10.0, clean.shape)
+    rmse, bias = hu_band_rmse(noisy, clean), hu_bias(noisy, clean)
+    assert set(rmse) >= {"air", "soft tissue", "bone"}
+    for band in rmse:
+        assert 9.0 < rmse[band] < 11.0
+    # the bone rim is thinner than the erosion hu_bias applies: rmse keeps the edges in
+    assert "bone" not in bias and all(abs(v) < 2.0 for v in bias.values())
+    assert hu_band_rmse(clean + 3.0, clean)["soft tissue"] == pytest.approx(3.0)
