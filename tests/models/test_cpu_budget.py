@@ -35,11 +35,28 @@ def _loader() -> DataLoader:
     return DataLoader(TensorDataset(torch.randn(64, 4), torch.randn(64, 1)), batch_size=1)
 
 
-def _trainer(tmp_path, budget: CPUTimeBudget) -> pl.Trainer:
+class _RecordSpent(pl.Callback):
+    """The budget's CPU seconds at the end of every training batch, after the budget has decided."""
+
+    def __init__(self, budget: CPUTimeBudget):
+        self.budget = budget
+        self.seconds: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.seconds.append(self.budget.cpu_seconds())
+
+
+def _trainer(tmp_path, budget: CPUTimeBudget, record: _RecordSpent) -> pl.Trainer:
     return pl.Trainer(
-        accelerator="cpu", max_steps=1000, callbacks=[budget], default_root_dir=tmp_path, logger=False,
+        accelerator="cpu", max_steps=1000, callbacks=[budget, record], default_root_dir=tmp_path, logger=False,
         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
     )
+
+
+def _stopped_at_the_first_step_over(seconds: list[float], limit: float) -> bool:
+    """Every batch before the last ended under ``limit`` CPU seconds, the last at or over it: the fit
+    stopped at the first chance (step counts depend on the machine's load; this does not)."""
+    return seconds[-1] >= limit and all(s < limit for s in seconds[:-1])
 
 
 def test_refuses_a_non_positive_budget():
@@ -49,23 +66,27 @@ def test_refuses_a_non_positive_budget():
 
 def test_fit_stops_once_the_cpu_budget_is_spent(tmp_path):
     budget = CPUTimeBudget(minutes=0.5 / 60)  # 0.5 CPU seconds: about 10 steps of 0.05 s
-    trainer = _trainer(tmp_path, budget)
+    record = _RecordSpent(budget)
+    trainer = _trainer(tmp_path, budget, record)
     trainer.fit(BusyRegression(), _loader())
-    assert 5 <= trainer.global_step <= 12
-    assert budget.cpu_seconds() >= 0.5
+    assert _stopped_at_the_first_step_over(record.seconds, 0.5)
+    assert trainer.global_step == len(record.seconds) < 1000
     assert trainer.callback_metrics["budget/cpu_minutes"] * 60 >= 0.5
 
 
 def test_resumed_fit_spends_only_the_rest_of_the_budget(tmp_path):
-    model, budget = BusyRegression(), CPUTimeBudget(minutes=1.0 / 60)
-    trainer = _trainer(tmp_path, budget)
-    trainer.fit(model, _loader())
+    budget = CPUTimeBudget(minutes=1.0 / 60)
+    trainer = _trainer(tmp_path, budget, _RecordSpent(budget))
+    trainer.fit(BusyRegression(), _loader())
     ckpt = tmp_path / "spent.ckpt"
     trainer.save_checkpoint(ckpt)
-    first_steps = trainer.global_step
+    first_spent = budget.cpu_seconds()
 
     resumed_budget = CPUTimeBudget(minutes=1.4 / 60)  # 0.4 s more than the first fit spent, about
-    resumed = _trainer(tmp_path, resumed_budget)
+    record = _RecordSpent(resumed_budget)
+    resumed = _trainer(tmp_path, resumed_budget, record)
     resumed.fit(BusyRegression(), _loader(), ckpt_path=ckpt)
-    assert resumed_budget.spent_s >= 1.0
-    assert 2 <= resumed.global_step - first_steps <= 10
+    # the resumed fit starts from what the first one spent, not from 0, and stops when the total is over
+    assert resumed_budget.spent_s == pytest.approx(first_spent, abs=0.05) and first_spent >= 1.0
+    assert record.seconds[0] >= first_spent and _stopped_at_the_first_step_over(record.seconds, 1.4)
+    assert resumed.global_step > trainer.global_step
