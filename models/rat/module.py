@@ -15,7 +15,7 @@ from ..schedules import ContinuedCosine
 from ..tiling import sliding_window_restore
 from ..weights import read_state_dict
 from . import PRESETS
-from .losses import RATLossWeights, rat_loss
+from .losses import FocalNormalization, RATLossWeights, rat_loss
 from .network import RAT
 
 
@@ -29,7 +29,8 @@ class RATModule(pl.LightningModule):
     to the new end when a run is resumed with more steps). Validation restores whole slices with
     ``sliding_window_restore(val_window, val_overlap)`` and logs PSNR/SSIM on the normalised
     [0, 1] images. ``scale_weight``: weight of the per-scale MSGA supervision (the network needs
-    ``deep_supervision``); ``focal_beta``: see ``models.rat.losses.RATLossWeights``.
+    ``deep_supervision``); ``focal_beta``, ``focal_normalization`` (``"max"`` or ``"mean"``): see
+    ``models.rat.losses.RATLossWeights``; ``train/focal_weight_cv`` logs the weighting's spread.
     """
 
     def __init__(
@@ -41,6 +42,7 @@ class RATModule(pl.LightningModule):
         betas: tuple[float, float] = (0.5, 0.999),
         eta_min: float = 1e-6,
         focal_beta: float = 1e-3,
+        focal_normalization: FocalNormalization = "max",
         guidance_weight: float = 0.25,
         reconstruction_weight: float = 0.1,
         scale_weight: float = 0.0,
@@ -56,7 +58,8 @@ class RATModule(pl.LightningModule):
         self.net = RAT.from_config(net_config)
         if init_checkpoint is not None:
             self.net.load_state_dict(read_state_dict(init_checkpoint))
-        self.weights = RATLossWeights(focal_beta, guidance_weight, reconstruction_weight, scale_weight)
+        self.weights = RATLossWeights(focal_beta, guidance_weight, reconstruction_weight, scale_weight,
+                                      focal_normalization)
 
     def forward(self, x: torch.Tensor, regions: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x, regions)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.rat.losses import RATLossWeights, focal_region_loss, rat_loss
+from models.rat.losses import RATLossWeights, focal_region_loss, focal_region_weight, rat_loss
 
 
 def _batch():
@@ -34,6 +34,38 @@ def test_worst_region_weighs_more():
     # w = 1 for region 0 and 0.1 for region 1 (region means normalised by the max)
     expected = (8 * 1.0 * (1 + beta * 1.0) + 8 * 0.1 * (1 + beta * 0.1)) / 16
     assert focal_region_loss(pred, target, regions, beta).item() == pytest.approx(expected)
+
+
+def test_mean_normalization_keeps_the_spread_a_tiny_worst_region_collapses():
+    # one pixel off by 1 (its own region), the rest off by 0.1 in two regions of 0.1 and 0.3
+    pred = torch.zeros(1, 1, 4, 4)
+    target = torch.full((1, 1, 4, 4), 0.1)
+    target[..., 2:] = 0.3
+    target[0, 0, 0, 0] = 1.0
+    regions = torch.zeros(1, 4, 4, dtype=torch.long)
+    regions[..., 2:] = 1
+    regions[0, 0, 0] = 2
+    e = (pred - target).abs()
+    by_max = focal_region_weight(e, regions, "max")
+    by_mean = focal_region_weight(e, regions, "mean")
+    assert by_mean.mean().item() == pytest.approx(1.0)  # pixel-weighted mean of region means = mean error
+    assert by_mean[0, 0, 1, 3].item() == pytest.approx(0.3 / e.mean().item())
+    # the worst pixel squeezes the max-normalised weights of the large regions to 0.1 and 0.3;
+    # normalised by the mean, the worse large region still weighs 3x the other, and far more than 1
+    assert by_max[0, 0, 1, 3].item() == pytest.approx(0.3)
+    cv = lambda w: ((1 + w).std() / (1 + w).mean()).item()
+    assert cv(by_mean) > 2 * cv(by_max)
+    with pytest.raises(ValueError, match="unknown focal normalization"):
+        focal_region_weight(e, regions, "median")
+
+
+def test_rat_loss_logs_the_pixel_weight_spread():
+    pred, target, regions = _batch()
+    parts = rat_loss(pred, target, regions, {}, RATLossWeights(beta=1.0, focal_normalization="mean"))
+    w = focal_region_weight((pred - target).abs(), regions, "mean")
+    assert parts["focal_weight_cv"].item() == pytest.approx(((1 + w).std() / (1 + w).mean()).item())
+    assert parts["loss"].item() == pytest.approx(focal_region_loss(pred, target, regions, 1.0, "mean").item())
+    assert "focal_weight_cv" not in rat_loss(pred, target, regions, {}, RATLossWeights(beta=0.0))
 
 
 def test_weights_are_detached_and_sr_regions_resized():
