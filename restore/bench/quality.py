@@ -76,6 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mr-models", default="nlm", help="comma-separated MR denoisers (registry names or labels)")
     parser.add_argument("--rician", default="0.03,0.05,0.1",
                         help="comma-separated Rician noise levels, fractions of each slice's 99.5th percentile")
+    parser.add_argument("--regions", default="auto",
+                        help="ct, mr: comma-separated region partitions (auto, hu, slic, felzenszwalb, grid, sam) to run "
+                             "every RAT model with; with more than one, each RAT row is labelled 'MODEL [PARTITION]'")
+    parser.add_argument("--sam-checkpoint", help="segment-anything checkpoint for --regions sam")
     parser.add_argument("--no-bm3d", action="store_true", help="skip BM3D (slow: ~5 runs per slice)")
     parser.add_argument("--speed-size", default="480x270", help="LR size WxH of the speed suite")
     parser.add_argument("--speed-frames", type=int, default=4)
@@ -93,7 +97,7 @@ def run(args: argparse.Namespace) -> dict:
         raise SystemExit(f"unknown suite(s) {', '.join(sorted(unknown))} (known: {', '.join(SUITES)})")
     weights = _parse_weights(args.weights)
     results: dict = {"settings": {"suites": suites, "models": _split(args.models), "weights": weights,
-                                  "self_ensemble": args.self_ensemble}}
+                                  "self_ensemble": args.self_ensemble, "regions": _split(args.regions)}}
     for scale in (int(s) for s in _split(args.scales)):
         for name in ("set5", "set14"):
             if name in suites:
@@ -319,12 +323,27 @@ def _series_slices(paths: list[str], per_series: int, modality: str) -> list[tup
     return slices
 
 
-def _denoisers(task: str, labels: str, weights: dict[str, str], device) -> dict:
-    from restore.dicom.processing import ModelChoice, build_processor
+def _denoisers(task: str, args: argparse.Namespace, labels: str, weights: dict[str, str]) -> dict:
+    """``{row label: SliceProcessor}``: each model of ``labels``, a RAT model once per partition of
+    ``args.regions`` (labelled ``"MODEL [PARTITION]"`` when there are several)."""
+    from models.rat.partitions import METHODS
+    from restore.dicom.processing import ModelChoice, ProcessingConfig, build_processor
+    from restore.registry import get_entry
 
-    return {label: build_processor(task, ModelChoice(registry_name(label, weights), False, label),
-                                   weights=weights.get(label), device=device)
-            for label in _split(labels)}
+    regions = _split(args.regions)
+    unknown = set(regions) - set(METHODS)
+    if unknown or not regions:
+        raise SystemExit(f"--regions: unknown partition(s) {', '.join(sorted(unknown))} (known: {', '.join(METHODS)})")
+    processors = {}
+    for label in _split(labels):
+        name = registry_name(label, weights)
+        methods = regions if get_entry(name).architecture == "rat" else regions[:1]
+        for method in methods:
+            row = f"{label} [{method}]" if len(methods) > 1 else label
+            config = ProcessingConfig(regions=method, sam_checkpoint=args.sam_checkpoint)
+            processors[row] = build_processor(task, ModelChoice(name, False, label), weights=weights.get(label),
+                                              config=config, device=_device(args))
+    return processors
 
 
 def _ct_suite(args, weights: dict[str, str]) -> dict:
@@ -340,7 +359,7 @@ def _ct_suite(args, weights: dict[str, str]) -> dict:
 
     if not args.ct and not args.ct_bias_phantom:
         raise SystemExit("the ct suite needs --ct PATH [PATH ...] (DICOM files or folders) or --ct-bias-phantom")
-    processors = _denoisers("ct-denoise", args.ct_models, weights, _device(args))
+    processors = _denoisers("ct-denoise", args, args.ct_models, weights)
     conditions = [(f"dose {d}", {"dose": float(d)}) for d in _split(str(args.dose))]
     conditions += [(f"ct noise {n} HU", {"ct_noise_hu": float(n)}) for n in _split(str(args.ct_noise_hu))]
     conditions += [(f"gaussian {g} HU", {"gaussian_hu": float(g)}) for g in _split(str(args.gaussian_hu))]
@@ -408,7 +427,7 @@ def _mr_suite(args, weights: dict[str, str]) -> dict:
 
     if not args.mr:
         raise SystemExit("the mr suite needs --mr PATH [PATH ...] (DICOM files or folders)")
-    processors = _denoisers("mr-denoise", args.mr_models, weights, _device(args))
+    processors = _denoisers("mr-denoise", args, args.mr_models, weights)
     rng = np.random.default_rng(args.seed)
     slices = _series_slices(args.mr, args.ct_slices, "MR")
 

@@ -175,6 +175,43 @@ def test_ct_suite_sweeps_doses_and_gaussian_noise_with_bias_grid_and_time():
     assert "| gaussian 10 HU | CT_small.dcm" in quality.markdown(results)
 
 
+@pytest.fixture(scope="module")
+def tiny_rat_weights(tmp_path_factory):
+    """rat-t with random weights (none at zero) and its model card (a CT denoiser), as `restore train export` writes."""
+    from safetensors.torch import save_file
+
+    from models.rat import PRESETS
+    from restore.registry import build_model, sha256_of
+
+    path = tmp_path_factory.mktemp("rat") / "tinyrat.safetensors"
+    torch.manual_seed(0)
+    config = PRESETS["rat-t"]["config"]
+    net = build_model("rat", config)
+    with torch.no_grad():  # the output layers start at zero (identity): random weights everywhere, so it acts
+        for p in net.parameters():
+            p.normal_(0.0, 0.1)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    card = {"name": "tinyrat", "architecture": "rat", "task": "ct-denoise", "scale": 1, "config": config,
+            "weights": path.name, "sha256": sha256_of(path)}
+    path.with_suffix(".json").write_text(json.dumps(card))
+    return path
+
+
+def test_ct_suite_runs_rat_models_once_per_partition(tiny_rat_weights):
+    from pydicom.data import get_testdata_file
+
+    results = quality.run(_args("--suite", "ct", "--ct", get_testdata_file("CT_small.dcm"), "--ct-models", "identity,tinyrat",
+                                "--weights", f"tinyrat={tiny_rat_weights}", "--regions", "hu,grid", "--no-bm3d", "--gaussian-hu", "20", "--dose", ""))
+    assert results["settings"]["regions"] == ["hu", "grid"]
+    (_, row), = results["ct"]["conditions"]["gaussian 20 HU"]["slices"].items()
+    methods = row["methods"]
+    assert set(methods) == {"noisy input", "identity", "tinyrat [hu]", "tinyrat [grid]"}  # identity takes no regions
+    # region attention only inside each region: another partition is another output
+    assert methods["tinyrat [hu]"]["rmse_hu"] != methods["tinyrat [grid]"]["rmse_hu"]
+    with pytest.raises(SystemExit, match="unknown partition"):
+        quality.run(_args("--suite", "ct", "--ct", get_testdata_file("CT_small.dcm"), "--regions", "voronoi"))
+
+
 def test_ct_bias_phantom_alone_is_a_ct_suite_with_wide_tissue_bands():
     results = quality.run(_args("--suite", "ct", "--ct-bias-phantom", "--ct-models", "identity", "--no-bm3d",
                                 "--dose", "0.5", "--gaussian-hu", "20"))
