@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rician", default="0.03,0.05,0.1",
                         help="comma-separated Rician noise levels, fractions of each slice's 99.5th percentile")
     parser.add_argument("--regions", default="auto",
-                        help="ct, mr: comma-separated region partitions (auto, hu, slic, felzenszwalb, grid, sam) to run "
+                        help="ct, mr: comma-separated region partitions (those of restore dicom --regions) to run "
                              "every RAT model with; with more than one, each RAT row is labelled 'MODEL [PARTITION]'")
     parser.add_argument("--sam-checkpoint", help="segment-anything checkpoint for --regions sam")
     parser.add_argument("--no-bm3d", action="store_true", help="skip BM3D (slow: ~5 runs per slice)")
@@ -326,14 +326,13 @@ def _series_slices(paths: list[str], per_series: int, modality: str) -> list[tup
 def _denoisers(task: str, args: argparse.Namespace, labels: str, weights: dict[str, str]) -> dict:
     """``{row label: SliceProcessor}``: each model of ``labels``, a RAT model once per partition of
     ``args.regions`` (labelled ``"MODEL [PARTITION]"`` when there are several)."""
-    from models.rat.partitions import METHODS
-    from restore.dicom.processing import ModelChoice, ProcessingConfig, build_processor
+    from restore.dicom.processing import REGION_METHODS, ModelChoice, ProcessingConfig, build_processor
     from restore.registry import get_entry
 
     regions = _split(args.regions)
-    unknown = set(regions) - set(METHODS)
+    unknown = set(regions) - set(REGION_METHODS)
     if unknown or not regions:
-        raise SystemExit(f"--regions: unknown partition(s) {', '.join(sorted(unknown))} (known: {', '.join(METHODS)})")
+        raise SystemExit(f"--regions: unknown partition(s) {', '.join(sorted(unknown))} (known: {', '.join(REGION_METHODS)})")
     processors = {}
     for label in _split(labels):
         name = registry_name(label, weights)

@@ -43,6 +43,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.rat.partitions import METHODS as PARTITION_METHODS
+
 TASK_SCALES: dict[str, int] = {"ct-denoise": 1, "mr-denoise": 1, "sr-x2": 2}
 # Modalities a task processes by default (None: any); `--modalities any|LIST` overrides.
 TASK_MODALITIES: dict[str, tuple[str, ...] | None] = {"ct-denoise": ("CT",), "mr-denoise": ("MR",), "sr-x2": None}
@@ -62,7 +64,8 @@ BASELINE_DESCRIPTIONS: dict[str, str] = {
     "bicubic": "classical baseline: bicubic interpolation, no training",
     "identity": "baseline: identity (output equals input)",
 }
-REGION_METHODS = ("auto", "sam", "slic", "hu")
+# every partition of models.rat.partitions; `restore bench quality --regions` compares them
+REGION_METHODS = PARTITION_METHODS
 
 
 @dataclass(frozen=True)
