@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -104,17 +105,37 @@ def pseudo_clip(image: np.ndarray, frames: int, crop: int, motion: MotionConfig,
     return clip
 
 
+def zoom_out(image: np.ndarray, factor: float, min_side: int) -> np.ndarray:
+    """``image`` ``(H, W, 3)`` uint8 resized by ``factor`` <= 1 (area averaging), never below ``min_side``.
+
+    Area averaging is the anti-aliased resize that adds no ringing; it also averages away the
+    blocking and softness of JPEG photographs, so a zoomed-out image is a cleaner, more detailed
+    HR target per pixel than the original.
+    """
+    height, width = image.shape[:2]
+    factor = max(factor, min_side / min(height, width))
+    if factor >= 1.0:
+        return image
+    size = (max(min_side, round(width * factor)), max(min_side, round(height * factor)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
 class ImageToVideoDataset(Dataset):
     """Pseudo-clips from still images: exact crops along camera and object motion (see ``pseudo_clip``).
 
-    Training items draw the motion from the worker's RNG, then one of the 8 dihedral transforms
-    and a random temporal reversal; evaluation items use a motion seeded by their index, centred.
+    Training items first zoom the image out by a factor drawn uniformly in ``zoom`` (``(1, 1)``:
+    never; see ``zoom_out``), then draw the motion from the worker's RNG, then one of the 8
+    dihedral transforms and a random temporal reversal; evaluation items use the image as it is
+    and a motion seeded by their index, centred.
     ``__getitem__`` -> ``{"hr": (T, 3, crop, crop) uint8, "index": int}``.
     """
 
-    def __init__(self, images: list[Path], num_frames: int, crop: int, motion: MotionConfig, *, train: bool, repeat: int = 1):
+    def __init__(self, images: list[Path], num_frames: int, crop: int, motion: MotionConfig, *, train: bool,
+                 repeat: int = 1, zoom: tuple[float, float] = (1.0, 1.0)):
+        if not 0 < zoom[0] <= zoom[1] <= 1:
+            raise ValueError(f"zoom range {zoom} must satisfy 0 < low <= high <= 1")
         self.images, self.num_frames, self.crop, self.motion = images, num_frames, crop, motion
-        self.train, self.repeat = train, repeat
+        self.train, self.repeat, self.zoom = train, repeat, zoom
 
     def __len__(self) -> int:
         return len(self.images) * self.repeat
@@ -126,6 +147,9 @@ class ImageToVideoDataset(Dataset):
         if min(height, width) < self.crop:
             raise InputError(path, f"image of {width}x{height} is smaller than the crop {self.crop}")
         generator = None if self.train else torch.Generator().manual_seed(index)
+        if self.train and self.zoom[0] < 1:
+            low, high = self.zoom
+            image = zoom_out(image, low + (high - low) * float(torch.rand(())), self.crop)
         clip = pseudo_clip(image, self.num_frames, self.crop, self.motion, train=self.train, generator=generator)
         clip = torch.from_numpy(clip).permute(0, 3, 1, 2)
         if self.train:
@@ -141,6 +165,8 @@ class ImageToVideoDataModule(ClipDataModule):
         val_root: evaluation images; None holds out the last ``val_count`` images of ``root``.
         motion: camera motion ranges (None: the defaults).
         repeat: clips drawn per image and epoch.
+        zoom: range of the factor training images are zoomed out by before cropping (``(1, 1)``:
+            never; ``(0.5, 1)``: down to half size); more distinct HR content from few photographs.
         kwargs: see ``ClipDataModule``.
     """
 
@@ -151,17 +177,20 @@ class ImageToVideoDataModule(ClipDataModule):
         val_count: int = 2,
         motion: MotionConfig | None = None,
         repeat: int = 1,
+        zoom: tuple[float, float] = (1.0, 1.0),
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.root, self.val_root, self.val_count, self.repeat = Path(root), val_root, val_count, repeat
+        self.zoom = tuple(zoom)
         self.motion = motion or MotionConfig()
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
         images = _images(self.root)
         val = _images(Path(self.val_root)) if self.val_root else None
         train, val = split_sources(images, val, self.val_count, self.root)
-        make = lambda s, t, r: ImageToVideoDataset(s, self.num_frames, self.crop_size, self.motion, train=t, repeat=r)  # noqa: E731
+        make = lambda s, t, r: ImageToVideoDataset(s, self.num_frames, self.crop_size, self.motion, train=t, repeat=r,  # noqa: E731
+                                                   zoom=self.zoom)
         return make(train, True, self.repeat), make(val, False, 1)
 
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from datasets.images import ImageToVideoDataModule, ImageToVideoDataset, MotionConfig, PairedImageDataModule, pseudo_clip
+from datasets.images import (ImageToVideoDataModule, ImageToVideoDataset, MotionConfig, PairedImageDataModule, pseudo_clip,
+                             zoom_out)
 from datasets.synthetic import moving_texture
 from datasets.video import augment
 from restore.errors import InputError
@@ -55,6 +56,30 @@ def test_augment_reaches_all_eight_dihedral_transforms():
         (out,) = augment(clip, flip=True, reverse=False)
         seen.add(tuple(out.flatten().tolist()))
     assert len(seen) == 8
+
+
+def test_zoom_out_averages_areas_and_keeps_the_crop_possible():
+    image = np.kron(np.arange(4, dtype=np.uint8).reshape(2, 2) * 60, np.ones((40, 60), np.uint8))
+    image = np.repeat(image[..., None], 3, -1)  # 80x120, four flat quadrants
+    half = zoom_out(image, 0.5, min_side=16)
+    assert half.shape == (40, 60, 3)
+    assert set(np.unique(half)) == {0, 60, 120, 180}  # area averaging of flat blocks: no ringing
+    assert zoom_out(image, 0.05, min_side=32).shape[0] == 32  # never below the crop
+    assert zoom_out(image, 1.0, min_side=16) is image
+
+
+def test_zoomed_training_items_come_from_a_smaller_image(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.png"), np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    still = MotionConfig(shift=0, accel=0, still_prob=1.0, object_prob=0)
+    plain = ImageToVideoDataset([tmp_path / "a.png"], 1, 32, still, train=True)
+    zoomed = ImageToVideoDataset([tmp_path / "a.png"], 1, 32, still, train=True, zoom=(0.5, 0.5))
+    evaluation = ImageToVideoDataset([tmp_path / "a.png"], 1, 32, still, train=False, zoom=(0.5, 0.5))
+    torch.manual_seed(0)
+    # white noise keeps its contrast in a crop, but area averaging of 2x2 pixels halves its std
+    assert plain[0]["hr"].float().std() > 1.6 * zoomed[0]["hr"].float().std()
+    assert evaluation[0]["hr"].float().std() > 1.6 * zoomed[0]["hr"].float().std()  # evaluation is never zoomed
+    with pytest.raises(ValueError, match="zoom"):
+        ImageToVideoDataset([tmp_path / "a.png"], 1, 32, still, train=True, zoom=(0.5, 1.5))
 
 
 def test_module_yields_documented_shapes_and_ranges(image_root):
