@@ -60,6 +60,8 @@ class OASISModule(VideoSRModule):
             or ``.safetensors``), e.g. the flow-matching stage before ``one_step`` training.
         objective: ``"one_step"`` or ``"flow_matching"``.
         charbonnier_weight, ssim_weight, frequency_weight: pixel-loss weights (one_step).
+        mse_weight: weight of the plain MSE (one_step; 0: off): the loss PSNR measures, for a
+            last fine-tuning stage after Charbonnier (L1-like) training.
         temporal_weight: weight of ``temporal_difference_loss`` (one_step; 0: off): the output's
             frame-to-frame changes against the HR clip's, which penalises flicker on still content.
         perceptual_weight, perceptual_checkpoint, perceptual_layers: VGG19 feature loss; needs a
@@ -87,6 +89,7 @@ class OASISModule(VideoSRModule):
         charbonnier_weight: float = 1.0,
         ssim_weight: float = 0.1,
         frequency_weight: float = 0.05,
+        mse_weight: float = 0.0,
         temporal_weight: float = 0.0,
         perceptual_weight: float = 0.0,
         perceptual_checkpoint: str | None = None,
@@ -152,6 +155,7 @@ class OASISModule(VideoSRModule):
             "charbonnier": (hp.charbonnier_weight, lambda: charbonnier_loss(pred, hr)),
             "ssim": (hp.ssim_weight, lambda: ssim_loss(pred, hr)),
             "frequency": (hp.frequency_weight, lambda: frequency_loss(pred, hr)),
+            "mse": (hp.mse_weight, lambda: F.mse_loss(pred.float(), hr.float())),
             "temporal": (hp.temporal_weight, lambda: temporal_difference_loss(pred, hr)),
             "perceptual": (hp.perceptual_weight, lambda: self.perceptual(pred, hr)),
             "latent": (hp.latent_weight, lambda: F.mse_loss(latent.float(), self.net.encode_target(hr, lr).float())),

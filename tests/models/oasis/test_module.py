@@ -72,6 +72,16 @@ def test_one_optimisation_step_per_objective(tmp_path, objective):
     assert (tmp_path / "samples" / "step0000001.png").is_file()
 
 
+def test_mse_only_loss_is_the_logged_training_loss(tmp_path):
+    module = OASISModule(network=PRESETS["oasis-t"]["config"], charbonnier_weight=0.0, ssim_weight=0.0,
+                         frequency_weight=0.0, mse_weight=1.0, lr=1e-3)
+    trainer(tmp_path).fit(module, loader(), loader())
+    metrics = module.trainer.callback_metrics
+    assert "train/charbonnier" not in metrics
+    assert metrics["train/mse"] > 0
+    assert torch.equal(metrics["train/mse"], metrics["train/loss"])
+
+
 def test_adversarial_and_perceptual_step(tmp_path):
     torch.manual_seed(0)
     module = OASISModule(
